@@ -1,0 +1,1 @@
+"""oripid.eval"""

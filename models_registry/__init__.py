@@ -1,0 +1,1 @@
+"""oripid.models_registry"""
