@@ -31,7 +31,7 @@ def _list(args: argparse.Namespace) -> int:
         rows.append((key, entry.checkpoint, entry.pipeline, str(entry.native_resolution), licence))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
