@@ -178,7 +178,7 @@ def ingest_origins(src: str | os.PathLike, workdir: str | os.PathLike, **options
     # 4. Put each accepted origin's PNG under its id, drop staged copies and stale files.
     _place_images(table, workdir, staging)
     manifest = workdir / layout.ORIGINS_MANIFEST
-    _write_parquet_atomic(table, manifest)
+    write_parquet_atomic(table, manifest)
 
     # 5. Summary, written last.
     statuses = Counter(table.column("status").to_pylist())
@@ -328,7 +328,7 @@ def _place_images(table: pa.Table, workdir: Path, staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     pq.write_table(table, tmp)

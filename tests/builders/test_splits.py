@@ -1,0 +1,106 @@
+"""Splits: deterministic, sized as configured, and leak-free by content and perceptual hash."""
+
+from __future__ import annotations
+
+import json
+import random
+from itertools import combinations
+
+import pyarrow as pa
+import pytest
+from oripid.builders import layout
+from oripid.builders.ingest import MANIFEST_SCHEMA, read_manifest, write_parquet_atomic
+from oripid.builders.origins_dedup import hamming
+from oripid.builders.splits import SplitsConfig, split_origins
+
+from oripid.errors import OripidError
+
+
+def flip(value: int, bits: list[int]) -> int:
+    for bit in bits:
+        value ^= 1 << bit
+    return value
+
+
+def write_manifest(workdir, n: int = 200, seed: int = 0) -> list[dict]:
+    """A manifest of n accepted origins with random phashes, a few near-duplicate chains that
+    ingest's threshold (4) let through, a duplicate and a rejected row."""
+    rng = random.Random(seed)
+    phashes = [rng.getrandbits(64) for _ in range(n)]
+    # Chains: 10 -> 11 at distance 6, 11 -> 12 at distance 6 (10 and 12 may be farther apart).
+    phashes[11] = flip(phashes[10], [0, 9, 18, 27, 36, 45])
+    phashes[12] = flip(phashes[11], [1, 10, 19, 28, 37, 46])
+    phashes[51] = flip(phashes[50], [3, 30, 60, 61, 62])
+    rows = []
+    for i, value in enumerate(phashes):
+        rows.append(
+            {"origin_id": f"T{i:06d}", "source": f"{i}.jpg", "sha256": f"{i:064x}", "phash": f"{value:016x}"}
+            | {"width": 64, "height": 64, "status": "ok"}
+        )
+    rows.append(
+        {"source": "dup.jpg", "sha256": f"{3:064x}", "status": "duplicate", "duplicate_of": "T000003"}
+    )
+    rows.append({"source": "bad.jpg", "status": "rejected", "reason": "decode_error"})
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    write_parquet_atomic(table, workdir / layout.ORIGINS_MANIFEST)
+    return rows
+
+
+def splits_of(workdir) -> dict[str, str]:
+    return {r["source"]: r["split"] for r in read_manifest(workdir).to_pylist()}
+
+
+def test_sizes_follow_the_config_and_reruns_are_identical(tmp_path):
+    write_manifest(tmp_path)
+    summary = split_origins(tmp_path, train=0.5, test=40, distractor=10)
+    assert summary.requested == {"test": 40, "distractor": 10, "train": 100}
+    counts = summary.counts
+    # A group placed whole may overshoot a split by at most its size minus one.
+    assert 40 <= counts["test"] <= 42 and 10 <= counts["distractor"] <= 12 and 100 <= counts["train"] <= 102
+    assert sum(counts.values()) == 200
+    first = splits_of(tmp_path)
+    text = (tmp_path / layout.SPLITS_SUMMARY).read_text()
+    split_origins(tmp_path, train=0.5, test=40, distractor=10)
+    assert splits_of(tmp_path) == first and (tmp_path / layout.SPLITS_SUMMARY).read_text() == text
+    split_origins(tmp_path, train=0.5, test=40, distractor=10, key="another key")
+    assert splits_of(tmp_path) != first, "the key must change the draw"
+
+
+def test_rest_and_errors(tmp_path):
+    write_manifest(tmp_path)
+    summary = split_origins(tmp_path, train="rest", test=0.1)
+    assert summary.counts["unused"] == 0 and summary.counts["train"] + summary.counts["test"] == 200
+    with pytest.raises(OripidError, match="lower the counts"):
+        split_origins(tmp_path)  # OriPID defaults: 100,000 train + 5,000 test
+    with pytest.raises(OripidError, match="trian"):
+        split_origins(tmp_path, trian=3)
+    with pytest.raises(OripidError, match="only one split"):
+        split_origins(tmp_path, train="rest", test="rest")
+    with pytest.raises(OripidError, match="fraction"):
+        split_origins(tmp_path, train=1.5, test=3)
+
+
+def test_default_test_size_serves_5000_queries_per_model():
+    from oripid.builders.splits import resolve_sizes
+
+    assert resolve_sizes(SplitsConfig(train="rest"), 200_000)["test"] == 5000
+    assert resolve_sizes(SplitsConfig(train="rest", queries_per_test_origin=4), 200_000)["test"] == 1250
+
+
+def test_no_leak_across_splits(tmp_path):
+    rows = write_manifest(tmp_path)
+    summary = split_origins(tmp_path, train="rest", test=60, distractor=60, leak_threshold=8)
+    final = {r["origin_id"]: r for r in read_manifest(tmp_path).to_pylist() if r["status"] == "ok"}
+    # Brute force over all pairs, independent of the code's banded index.
+    for a, b in combinations(final.values(), 2):
+        if hamming(int(a["phash"], 16), int(b["phash"], 16)) <= 8 or a["sha256"] == b["sha256"]:
+            assert a["split"] == b["split"], (a["origin_id"], b["origin_id"])
+    assert final["T000010"]["split"] == final["T000011"]["split"] == final["T000012"]["split"]
+    assert ["T000010", "T000011", "T000012"] in summary.leakage["groups"]
+    assert summary.leakage["groups_kept_together"] >= 2
+    report = json.loads((tmp_path / layout.SPLITS_SUMMARY).read_text())
+    assert report["leakage"]["cross_split_pairs"] == 0
+    by_source = splits_of(tmp_path)
+    assert by_source["dup.jpg"] == final["T000003"]["split"], "duplicates follow their origin"
+    assert by_source["bad.jpg"] is None
+    assert len(rows) == len(by_source)
