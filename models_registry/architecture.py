@@ -10,9 +10,9 @@ import importlib
 from collections.abc import Iterable
 
 import torch
-from oripid.models_registry.schema import Component, ModelEntry
 
 from oripid.errors import OripidError
+from oripid.models_registry.schema import Component, ModelEntry
 
 
 def component_class(component: Component):

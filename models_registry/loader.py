@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+
+from oripid.errors import OripidError
 from oripid.models_registry.registry import Registry, load_registry
 from oripid.models_registry.schema import ModelEntry
 from oripid.models_registry.tiny import FAMILIES, build_tiny
-
-from oripid.errors import OripidError
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from oripid.models_registry.schema import ModelEntry
 from pydantic import ValidationError
 
 from oripid.errors import OripidError
+from oripid.models_registry.schema import ModelEntry
 
 BUILTIN_DIR = Path(__file__).parent / "models"
 ENTRY_POINT_GROUP = "oripid.models"
