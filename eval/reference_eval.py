@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from oripid.eval.matcher import ArrayLike, match, positives_from_labels
-from oripid.eval.metrics import aggregate_by_model, micro_average_precision, retrieval_metrics
 
 from oripid.errors import OripidError
+from oripid.eval.matcher import ArrayLike, match, positives_from_labels
+from oripid.eval.metrics import aggregate_by_model, micro_average_precision, retrieval_metrics
 
 
 def evaluate_features(

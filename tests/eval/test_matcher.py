@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from oripid.eval.matcher import match, positives_from_labels
-from oripid.eval.metrics import negative_counts, retrieval_metrics
 
 from oripid.errors import OripidError
+from oripid.eval.matcher import match, positives_from_labels
+from oripid.eval.metrics import negative_counts, retrieval_metrics
 
 
 def _brute(queries, gallery, weight=None):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score
+
+from oripid.errors import OripidError
 from oripid.eval.metrics import (
     aggregate_by_model,
     ap_from_negative_counts,
@@ -14,9 +17,6 @@ from oripid.eval.metrics import (
     per_query_from_matrix,
     retrieval_metrics,
 )
-from sklearn.metrics import average_precision_score
-
-from oripid.errors import OripidError
 
 
 def test_tied_negative_ranks_ahead_of_the_positive():
