@@ -54,3 +54,11 @@ def shard_index_digest(workdir: Path) -> str:
         digest.update(index.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(index.read_bytes()).digest())
     return digest.hexdigest()
+
+
+ORIGIN_IMAGES_DIR = "origins/images"  # <origin_id>.png, RGB, written by ingest
+LOGS_DIR = "logs"  # per-rank build logs: timings and throughput, which vary run to run
+
+
+def origin_image_path(workdir: Path, origin_id: str) -> Path:
+    return Path(workdir) / ORIGIN_IMAGES_DIR / f"{origin_id}.png"

@@ -43,15 +43,22 @@ def _guarded_getaddrinfo(host, *args, **kwargs):
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """Tiny pipelines are built and saved once per test session, then loaded with from_pretrained."""
+    return tmp_path_factory.mktemp("tiny_pipelines")
+
+
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path_factory):
+def offline(monkeypatch, tmp_path_factory, tiny_cache):
     hf_home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("ORIPID_TINY_CACHE", str(tiny_cache))
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "error")
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
     yield
-

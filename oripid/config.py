@@ -1,0 +1,156 @@
+"""The dataset config (`oripid.yaml`), validated with errors that name the field and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from oripid.errors import OripidError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelOverride(_Strict):
+    """Per-model settings that replace the registry's img2img defaults for this dataset."""
+
+    strength: float | None = Field(None, gt=0, le=1)
+    guidance_scale: float | None = Field(None, ge=0)
+    num_inference_steps: int | None = Field(None, ge=1)
+    resolution: int | Literal["native"] | None = Field(
+        None, description="square output side in pixels, or 'native' for the model's own"
+    )
+    scheduler: str | None = None
+    dtype: Literal["float16", "bfloat16", "float32"] | None = None
+
+
+class SplitBuild(_Strict):
+    """Which models generate a split, and how many prompts of each origin they use."""
+
+    models: list[str] = Field(..., min_length=1)
+    prompts_per_origin: int = Field(..., ge=1)
+
+
+class ImageFormat(_Strict):
+    format: Literal["jpg", "png", "webp"] = "jpg"
+    quality: int = Field(95, ge=1, le=100, description="jpg and webp quality; png is lossless")
+
+
+class ShardSize(_Strict):
+    max_samples: int = Field(1000, ge=1)
+    # The Hub suggests shards of about 1 GB; bytes are estimated from format and resolution at plan time.
+    max_bytes: int = Field(1_000_000_000, ge=1_000_000)
+
+
+class BuildSettings(_Strict):
+    variant: Literal["real", "tiny"] = "real"
+    batch_size: int = Field(8, ge=1, description="images per pipeline call; an origin's prompts go together")
+    device: str | None = Field(None, description="default: the process's accelerator, else cpu")
+    nonfinite_retries: int = Field(1, ge=0, description="retries of NaN/inf/black outputs, VAE in float32")
+    min_oom_batch_size: int = Field(1, ge=1)
+    writer_queue: int = Field(64, ge=1, description="images waiting for the background writer")
+    resize: Literal["center_crop", "stretch"] = "center_crop"
+    cpu_threads: int = Field(
+        1,
+        ge=1,
+        description="torch threads per process when generating on the CPU: float sums depend on the thread "
+        "count, so it is fixed to keep the bytes the same whatever the number of processes",
+    )
+
+
+class DatasetConfig(_Strict):
+    name: str = "oripid"
+    seed: int = Field(0, description="dataset seed; every image's seed derives from it")
+    splits: dict[str, SplitBuild] = Field(
+        default_factory=lambda: {
+            "train": SplitBuild(models=["sd2"], prompts_per_origin=20),
+            "query": SplitBuild(
+                models=["sd2", "sdxl", "opendalle", "colorfulxl", "kandinsky3", "sd3", "kolors"],
+                prompts_per_origin=1,
+            ),
+        }
+    )
+    models: dict[str, ModelOverride] = Field(default_factory=dict)
+    image: ImageFormat = Field(default_factory=ImageFormat)
+    shards: ShardSize = Field(default_factory=ShardSize)
+    build: BuildSettings = Field(default_factory=BuildSettings)
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, value: dict[str, SplitBuild]) -> dict[str, SplitBuild]:
+        unknown = set(value) - {"train", "query"}
+        if unknown:
+            raise ValueError(
+                f"unknown split(s) {sorted(unknown)}: generated splits are 'train' (from training origins) "
+                "and 'query' (from test origins)"
+            )
+        return value
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field: remove it or check its spelling (`oripid init` writes every field)"
+        lines.append(f"field '{where}': {message}")
+    return f"{source}: invalid config\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: dict, source: str = "config") -> DatasetConfig:
+    try:
+        return DatasetConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise OripidError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | Path) -> DatasetConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise OripidError(f"{path}: no config file; write one with `oripid init --workdir {path.parent}`")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise OripidError(f"{path}: not valid YAML ({exc})") from None
+    if data is not None and not isinstance(data, dict):
+        raise OripidError(f"{path}: expected a mapping of config fields at the top level")
+    return parse_config(data, str(path))
+
+
+DEFAULT_CONFIG_TEXT = """\
+# oripid dataset config: the OriPID defaults. Every field is optional; delete what you keep as is.
+name: oripid
+seed: 0                      # dataset seed: every image's seed is hash(seed, model, origin_id, prompt_idx)
+
+# Generated splits. `train`: SD2 generations of the training origins, 20 prompts each (2,000,000
+# images for 100,000 origins). `query`: each model's generations of the test origins, one prompt
+# each (chosen per model and origin by a keyed hash). Origins themselves are written as the
+# `gallery` (test origins + distractors) and `train_origins` shards.
+splits:
+  train: {models: [sd2], prompts_per_origin: 20}
+  query: {models: [sd2, sdxl, opendalle, colorfulxl, kandinsky3, sd3, kolors], prompts_per_origin: 1}
+
+# Per-model overrides of the registry defaults (`oripid models show KEY` lists them), e.g.
+# models:
+#   sdxl: {strength: 0.6, guidance_scale: 5.0, num_inference_steps: 30, resolution: native, dtype: float16}
+#   colorfulxl: {num_inference_steps: 8, guidance_scale: 1.5}     # the -Lightning variant
+models: {}
+
+image: {format: jpg, quality: 95}         # jpg | png | webp
+shards: {max_samples: 1000, max_bytes: 1000000000}   # the Hub suggests shards of about 1 GB
+
+build:
+  variant: real              # real checkpoints; `tiny` runs offline random-weight pipelines (tests, demo)
+  batch_size: 8              # images per pipeline call; an origin's prompts go together
+  nonfinite_retries: 1       # NaN/inf/black outputs are retried with the VAE in float32
+  min_oom_batch_size: 1      # out of memory halves the batch down to this, then records a failure
+  writer_queue: 64
+  resize: center_crop        # origins become square at the model's resolution: center_crop | stretch
+  cpu_threads: 1             # CPU only: float sums depend on the thread count; fixed so that the
+                             # bytes do not depend on the number of processes
+"""
