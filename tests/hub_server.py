@@ -13,7 +13,7 @@ every file (inline base64 commits through the client's streamed multi-commit pip
 
 Usage:
 
-    from hub_server import HubServer          # tests/ is on sys.path under pytest
+    from tests.hub_server import HubServer    # repo root on sys.path (pytest: pythonpath = ["."])
     with HubServer(tokens={"hf_secret": "alice"}) as hub:
         api = HfApi(endpoint=hub.endpoint, token="hf_secret")
         ...
@@ -159,6 +159,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_store: dict[str, bytes] = {}  # sha256 -> content, uploaded but maybe not committed
         self.faults: list[Fault] = []
+        self.damage: list[re.Pattern] = []  # committed paths stored with one byte flipped (silent corruption)
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status), for assertions
         self.lock = threading.RLock()
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
@@ -208,20 +209,28 @@ class HubServer:
             self.faults.append(fault)
         return fault
 
+    def damage_on_commit(self, path: str) -> None:
+        """Fault mode, silent kind: files committed under a matching path (regex) are stored damaged.
+
+        The upload itself succeeds, as with a storage fault the client cannot see; only a check of
+        the stored files against the local ones finds it.
+        """
+        with self.lock:
+            self.damage.append(re.compile(path))
+
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
+            self.damage.clear()
 
     def repo(self, repo_type: str, repo_id: str) -> Repo:
         return self.repos[(_singular(repo_type), repo_id)]
 
     def corrupt_file(self, repo_type: str, repo_id: str, path: str) -> None:
-        """Flip the stored bytes of a file (same size), as a damaged upload would leave it."""
+        """Flip one stored byte of a committed file (same size), as a damaged upload would leave it."""
         with self.lock:
             stored = self.repo(repo_type, repo_id).files[path]
-            data = bytearray(stored.content)
-            data[len(data) // 2] ^= 0xFF
-            stored.content = bytes(data)
+            stored.content = _flip_middle_byte(stored.content)
 
     def delete_file(self, repo_type: str, repo_id: str, path: str) -> None:
         with self.lock:
@@ -433,6 +442,10 @@ class HubServer:
                 staged = {p: f for p, f in staged.items() if not p.startswith(prefix)}
             elif key != "header":
                 raise HubError(400, f"unsupported commit operation {key}")
+        for line in lines:
+            path = line["value"].get("path", "") if line["key"] in ("file", "lfsFile") else ""
+            if path and any(p.search(path) for p in self.damage):
+                staged[path] = StoredFile(_flip_middle_byte(staged[path].content), lfs=staged[path].lfs)
         repo.files = staged
         oid = repo.commit(header.get("summary", ""))
         prefix = "" if repo.repo_type == "model" else f"{repo.repo_type}s/"
@@ -505,6 +518,13 @@ class HubServer:
                 content = content[start : end + 1]
                 status = 206
         return status, hdrs, content
+
+
+def _flip_middle_byte(content: bytes) -> bytes:
+    data = bytearray(content)
+    if data:
+        data[len(data) // 2] ^= 0xFF
+    return bytes(data)
 
 
 def _singular(type_plural: str) -> str:

@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import DatasetCard
-from release_fixture import MODEL_SETTINGS, write_release_workspace
 
 from oripid.builders import layout
 from oripid.builders.card import render_card, render_metrics
 from oripid.cli import main
 from oripid.errors import OripidError
+from tests.release_fixture import MODEL_SETTINGS, write_release_workspace
 
 MODELS = ("sd2", "sdxl", "opendalle", "sd3", "kolors")
 
