@@ -130,8 +130,14 @@ def test_workspace_file_can_override_a_checkpoint_with_extends(tmp_path):
     ("text", "message"),
     [
         ("key: x\n", "field 'display_name': missing"),
-        (EIGHTH_MODEL.replace("StableDiffusionInstructPix2PixPipeline", "NoSuchPipeline"), "has no pipeline class 'NoSuchPipeline'"),
-        (EIGHTH_MODEL.replace("revision: null", "revision: main"), "field 'revision': 'main' is not a commit sha"),
+        (
+            EIGHTH_MODEL.replace("StableDiffusionInstructPix2PixPipeline", "NoSuchPipeline"),
+            "has no pipeline class 'NoSuchPipeline'",
+        ),
+        (
+            EIGHTH_MODEL.replace("revision: null", "revision: main"),
+            "field 'revision': 'main' is not a commit sha",
+        ),
         (EIGHTH_MODEL.replace("license: mit", "license: mit\ncolour: red"), "field 'colour': unknown field"),
         ("key: [unclosed\n", "not valid YAML"),
         ("- 1\n- 2\n", "expected a mapping"),
@@ -149,7 +155,9 @@ def test_bad_registry_files_name_the_file_and_field(tmp_path, text, message):
 
 def test_pinned_revision_accepts_commit_and_tag(tmp_path):
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "a.yaml").write_text(EIGHTH_MODEL.replace("revision: null", "revision: " + "a" * 40))
+    (tmp_path / "models" / "a.yaml").write_text(
+        EIGHTH_MODEL.replace("revision: null", "revision: " + "a" * 40)
+    )
     (tmp_path / "models" / "b.yaml").write_text(
         EIGHTH_MODEL.replace("revision: null", "revision: refs/tags/v1.0").replace("key: ip2p", "key: ip2p_b")
     )
@@ -185,7 +193,9 @@ def test_cli_models_list_show_and_errors(tmp_path):
     unknown = _cli("models", "show", "sd4")
     assert unknown.returncode == 2 and "known keys" in unknown.stderr and "Traceback" not in unknown.stderr
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "bad.yaml").write_text(textwrap.dedent(EIGHTH_MODEL).replace("revision: null", "revision: main"))
+    (tmp_path / "models" / "bad.yaml").write_text(
+        textwrap.dedent(EIGHTH_MODEL).replace("revision: null", "revision: main")
+    )
     bad = _cli("models", "list", "--workdir", str(tmp_path))
     assert bad.returncode == 2 and "bad.yaml" in bad.stderr and "Traceback" not in bad.stderr
     version = _cli("--version")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 def build():
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel
 
     from oripid.models_registry.tiny import _clip_text_config, _sd_vae, tiny_clip_tokenizer
@@ -25,7 +29,9 @@ def build():
         text_encoder=CLIPTextModel(_clip_text_config()),
         tokenizer=tiny_clip_tokenizer(),
         unet=unet,
-        scheduler=EulerAncestralDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+        scheduler=EulerAncestralDiscreteScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+        ),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
