@@ -10,9 +10,11 @@ Writes, under the workspace:
 
 Id rule (stable across reruns, input order and source kind): the accepted origins are sorted by
 their content hash (sha256 of the decoded RGB pixels) and numbered in that order through
-`id_pattern` (`{index}` the position, `{hash}` the hex content hash). The default `T{index:06d}`
-gives OriPID-style names; as with any numbering, adding images to the source renumbers the
-origins after them, so use a hash pattern such as `O{hash:.12}` when ids must survive additions.
+`id_pattern` (`{index}` the position, `{hash}` the hex content hash, `{stem}` the kept source's
+file name without extension). The default `T{index:06d}` gives OriPID-style names; as with any
+numbering, adding images to the source renumbers the origins after them, so use a hash pattern
+such as `O{hash:.12}` when ids must survive additions, or `{stem}` to keep the file names of a
+set that is already named (OriPID's `T000000.jpg`); `{stem}` ids depend on the source's names.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from tqdm import tqdm
+
 from oripid.builders import layout
 from oripid.builders.origins_decode import DecodeSettings, decode_item
 from oripid.builders.origins_dedup import MAX_THRESHOLD, hamming, leader_clusters
 from oripid.builders.origins_sources import SOURCE_KINDS, SourceItem, iter_source
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tqdm import tqdm
-
 from oripid.errors import OripidError
 
 IMAGES_DIR = "origins/images"
@@ -71,7 +73,7 @@ class IngestConfig(BaseModel):
 
     kind: str = Field("auto", description="source kind: auto, folder, table, hf, webdataset")
     column: str | None = Field(None, description="image column of a table or HF dataset (auto-detected)")
-    id_pattern: str = Field("T{index:06d}", description="origin id format; fields {index} and {hash}")
+    id_pattern: str = Field("T{index:06d}", description="origin id format; fields {index}, {hash}, {stem}")
     min_side: int = Field(64, ge=1, description="reject images whose smaller side is shorter (px)")
     max_pixels: int = Field(50_000_000, ge=1, description="reject larger images; checked on the header")
     max_file_bytes: int = Field(200 * 2**20, ge=1, description="reject larger files before decoding")
@@ -308,6 +310,12 @@ def _resolve(table: pa.Table, cfg: IngestConfig) -> pa.Table:
         row.setdefault("duplicate_of", None)
         row["split"] = None
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def _stem(source: str) -> str:
+    """The file name of a source reference without folders or extension (`a/b/T000001.jpg` -> `T000001`)."""
+    name = source.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+    return name.split(".", 1)[0]
 
 
 def _place_images(table: pa.Table, workdir: Path, staging: Path) -> None:

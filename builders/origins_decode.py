@@ -16,8 +16,9 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-from oripid.builders.origins_sources import SourceItem
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from oripid.builders.origins_sources import SourceItem
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
 from oripid.builders import layout
 from oripid.builders.ingest import parse_options, read_manifest, write_parquet_atomic
 from oripid.builders.origins_dedup import MAX_THRESHOLD, PhashIndex, connected_groups
-from pydantic import BaseModel, ConfigDict, Field
-
 from oripid.errors import OripidError
 
 FILL_ORDER = ("test", "distractor", "train")

@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from oripid.builders.ingest import ingest_origins, read_manifest
-from oripid.builders.origins_samples import sample_origins_dir
 from PIL import Image
 
+from oripid.builders.ingest import ingest_origins, read_manifest
+from oripid.builders.origins_samples import sample_origins_dir
 from oripid.errors import OripidError
 
 QUIET = {"progress": False, "workers": 1}

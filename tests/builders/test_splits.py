@@ -8,11 +8,11 @@ from itertools import combinations
 
 import pyarrow as pa
 import pytest
+
 from oripid.builders import layout
 from oripid.builders.ingest import MANIFEST_SCHEMA, read_manifest, write_parquet_atomic
 from oripid.builders.origins_dedup import hamming
 from oripid.builders.splits import SplitsConfig, split_origins
-
 from oripid.errors import OripidError
 
 
