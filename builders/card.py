@@ -358,21 +358,30 @@ def _settings_section(settings: dict[str, dict]) -> str:
     if not settings:
         return "No generated shards."
     rows = [[model] + [s.get(f) for f in SETTING_FIELDS] for model, s in sorted(settings.items())]
-    return md_table(["model", *SETTING_FIELDS], rows)
+    table = md_table(["model", *SETTING_FIELDS], rows)
+    # The builder records `variant`; anything but the real checkpoints must not pass for data.
+    test_builds = sorted(m for m, s in settings.items() if s.get("variant") not in (None, "real"))
+    if test_builds:
+        table = (
+            f"> **Test build**: {', '.join(test_builds)} were generated with tiny random-weight pipelines, "
+            "not the real checkpoints. These images are not the dataset.\n\n" + table
+        )
+    return table
 
 
 def _prompts_section(workdir: Path) -> str:
     path = Path(workdir) / layout.PROMPTS_TABLE
     if not path.exists():
         return f"The prompts table (`{layout.PROMPTS_TABLE}`) is not in the workspace; each sample's json holds its prompt."
-    table = pq.read_table(path, columns=["origin_id", "source"])
+    columns = pq.read_schema(path).names
+    table = pq.read_table(path, columns=[c for c in ("origin_id", "source") if c in columns])
+    origins = len(set(table.column("origin_id").to_pylist())) if "origin_id" in columns else 0
+    text = f"{table.num_rows:,} prompts for {origins:,} origins (the prompt of every image is in its json member)"
+    if "source" not in columns:  # the contract names a source column; say so rather than guess
+        return text + "; the prompts table records no source."
     sources = Counter(table.column("source").to_pylist())
-    origins = len(set(table.column("origin_id").to_pylist()))
     rows = [[source, count] for source, count in sources.most_common()]
-    return (
-        f"{table.num_rows:,} prompts for {origins:,} origins, by source (the prompt text of every image is in "
-        "its json member):\n\n" + md_table(["source", "prompts"], rows)
-    )
+    return text + ", by source:\n\n" + md_table(["source", "prompts"], rows)
 
 
 def _failures_section(groups: dict[tuple[str, str], ShardGroup]) -> str:
@@ -428,8 +437,10 @@ def _validation_section(workdir: Path, plots: list[str]) -> str:
 def _licence_section(licences: dict[str, ModelLicence], checkpoints: dict[str, str]) -> str:
     rows = []
     for model, lic in sorted(licences.items()):
-        checkpoint = checkpoints.get(model)
-        link = f"[{checkpoint}](https://huggingface.co/{checkpoint})" if checkpoint else ""
+        checkpoint = checkpoints.get(model) or ""
+        # Only a Hub repository id gets a link (tiny test builds record e.g. "tiny:sd2").
+        is_repo = re.fullmatch(r"[\w.-]+/[\w.-]+", checkpoint)
+        link = f"[{checkpoint}](https://huggingface.co/{checkpoint})" if is_repo else checkpoint
         rows.append([model, link, lic.name, lic.hub_id, lic.note])
     table = md_table(["model", "checkpoint", "licence", "Hub id", "notes"], rows)
     return (

@@ -183,3 +183,18 @@ def test_cli_card(tmp_path, capsys):
     assert (info["workdir"] / "README.md").exists()
     assert "README.md" in capsys.readouterr().out
     assert main(["card", "--workdir", str(tmp_path / "empty")]) == 2
+
+
+def test_test_builds_are_flagged_and_missing_prompt_sources_said(tmp_path):
+    info = write_release_workspace(tmp_path / "ws", models=("sd2",))
+    workdir = info["workdir"]
+    for stats_path in workdir.glob("data/*/sd2/*.json"):
+        stats = json.loads(stats_path.read_text())
+        stats["settings"].update(variant="tiny", checkpoint="tiny:sd2")
+        stats_path.write_text(json.dumps(stats))
+    prompts = pq.read_table(workdir / layout.PROMPTS_TABLE).drop_columns(["source"])
+    pq.write_table(prompts, workdir / layout.PROMPTS_TABLE)
+    text = render_card(workdir=workdir).read_text()
+    assert "**Test build**: sd2" in text
+    assert "](https://huggingface.co/tiny:sd2" not in text and "| tiny:sd2 / " in text  # stats vs sample json
+    assert "records no source" in text
