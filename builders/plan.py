@@ -134,7 +134,7 @@ def make_plan(config: DatasetConfig, workdir: Path, registry=None) -> Plan:
         )
         shards.extend(ShardPlan(split, model, i, group) for i, group in enumerate(groups))
 
-    for split, build in config.splits.items():
+    for split, build in config.generate.items():
         origin_ids = origins_by_split.get(SOURCE_SPLIT[split], [])
         for model in build.models:
             entry = registry.get(model)

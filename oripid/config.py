@@ -8,7 +8,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from oripid.builders.ingest import IngestConfig
+from oripid.builders.splits import SplitsConfig
 from oripid.errors import OripidError
+from oripid.prompts.generate import PromptsConfig
 
 
 class _Strict(BaseModel):
@@ -65,7 +68,11 @@ class BuildSettings(_Strict):
 class DatasetConfig(_Strict):
     name: str = "oripid"
     seed: int = Field(0, description="dataset seed; every image's seed derives from it")
-    splits: dict[str, SplitBuild] = Field(
+    # The options of the stages before the build, each owned by its stage's module.
+    origins: IngestConfig = Field(default_factory=IngestConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    generate: dict[str, SplitBuild] = Field(
         default_factory=lambda: {
             "train": SplitBuild(models=["sd2"], prompts_per_origin=20),
             "query": SplitBuild(
@@ -79,7 +86,7 @@ class DatasetConfig(_Strict):
     shards: ShardSize = Field(default_factory=ShardSize)
     build: BuildSettings = Field(default_factory=BuildSettings)
 
-    @field_validator("splits")
+    @field_validator("generate")
     @classmethod
     def _known_splits(cls, value: dict[str, SplitBuild]) -> dict[str, SplitBuild]:
         unknown = set(value) - {"train", "query"}
@@ -127,11 +134,17 @@ DEFAULT_CONFIG_TEXT = """\
 name: oripid
 seed: 0                      # dataset seed: every image's seed is hash(seed, model, origin_id, prompt_idx)
 
+# Origin ingest (`oripid origins ingest`), prompts (`oripid prompts generate`) and the origin
+# splits (`oripid splits`). Sizes: an int counts origins, a float is a fraction, "rest" the remainder.
+origins: {id_pattern: "T{index:06d}", min_side: 64, near_duplicate_threshold: 4}
+prompts: {source: template, per_origin: 20}
+splits: {train: 100000, test: null, distractor: 0, test_queries_per_model: 5000}
+
 # Generated splits. `train`: SD2 generations of the training origins, 20 prompts each (2,000,000
 # images for 100,000 origins). `query`: each model's generations of the test origins, one prompt
 # each (chosen per model and origin by a keyed hash). Origins themselves are written as the
 # `gallery` (test origins + distractors) and `train_origins` shards.
-splits:
+generate:
   train: {models: [sd2], prompts_per_origin: 20}
   query: {models: [sd2, sdxl, opendalle, colorfulxl, kandinsky3, sd3, kolors], prompts_per_origin: 1}
 

@@ -181,7 +181,7 @@ def test_one_build_covers_all_seven_models_with_settings_in_each_json(tmp_path):
         splits={"train": 1, "test": 2, "distractor": 1},
         prompts_per_origin=2,
         config={
-            "splits": {
+            "generate": {
                 "train": {"models": ["sd2"], "prompts_per_origin": 2},
                 "query": {"models": list(ORIPID_MODELS), "prompts_per_origin": 1},
             },

@@ -41,7 +41,7 @@ def make_workspace(
     pq.write_table(pa.Table.from_pylist(rows), workdir / layout.ORIGINS_MANIFEST)
     pq.write_table(pa.Table.from_pylist(prompt_rows), workdir / layout.PROMPTS_TABLE)
     base = {
-        "splits": {
+        "generate": {
             "train": {"models": ["sd2"], "prompts_per_origin": prompts_per_origin},
             "query": {"models": ["sd2", "sdxl"], "prompts_per_origin": 1},
         },
@@ -51,7 +51,7 @@ def make_workspace(
     }
     for key, value in (config or {}).items():
         base[key] = value
-    for model in {m for s in base["splits"].values() for m in s["models"]}:
+    for model in {m for s in base["generate"].values() for m in s["models"]}:
         base["models"].setdefault(model, {}).setdefault("num_inference_steps", 2)
     (workdir / layout.CONFIG).write_text(yaml.safe_dump(base))
     return workdir
