@@ -158,3 +158,32 @@ def load_pipeline(
         pipeline.watermark = None
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
+
+
+def load_vae(
+    key: str | ModelEntry,
+    variant: Variant = "real",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    registry: Registry | None = None,
+):
+    """Only a model's image autoencoder (`vae`, or Kandinsky's `movq`), through from_pretrained."""
+    import diffusers
+
+    entry = key if isinstance(key, ModelEntry) else (registry or load_registry()).get(key)
+    subfolder = "vae" if "vae" in entry.architecture else "movq"
+    component = entry.architecture[subfolder]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
+    vae_class = getattr(diffusers, component.class_name)
+    if variant == "tiny":
+        location, revision = str(tiny_path(entry)), None
+    else:
+        location, revision = entry.checkpoint, entry.revision
+    try:
+        vae = vae_class.from_pretrained(location, subfolder=subfolder, revision=revision, dtype=torch_dtype)
+    except OSError as exc:
+        raise OripidError(
+            f"model {entry.key!r}: cannot load its {subfolder} from {location!r}: {exc}"
+        ) from exc
+    return vae.to(device).eval()
