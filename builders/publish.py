@@ -60,6 +60,7 @@ class PushResult:
     dry_run: bool
     url: str | None = None
     created: bool = False
+    public: bool = False
     commit: str | None = None
     verification: VerifyReport | None = None
     notes: list[str] = field(default_factory=list)
@@ -181,11 +182,9 @@ def push_dataset(
             f"you are logged in as {user!r}, who cannot create repositories under {namespace!r}: "
             f"use --repo {user}/{repo_id.split('/', 1)[1]} or an organisation you belong to"
         )
-    render_card(workdir=workdir, repo_id=repo_id)
-    files = release_files(workdir, include_features=include_features)
-    release = {f.path for f in files}
+    release = {f.path for f in release_files(workdir, include_features=include_features)} | {layout.CARD}
     remote = _remote_files(api, repo_id)
-    result = PushResult(repo_id=repo_id, files=files, dry_run=False)
+    result = PushResult(repo_id=repo_id, files=[], dry_run=False, public=public)
     if remote is not None:
         foreign = sorted(set(remote) - release - HUB_MANAGED)
         if foreign:
@@ -195,14 +194,18 @@ def push_dataset(
                 f"are not in this release: {shown}): choose a new --repo, or delete those files on the Hub and rerun"
             )
         result.notes.append(
-            f"{repo_id} exists with {len(remote)} file(s) of this release: continuing the upload"
+            f"{repo_id} exists with {len(remote)} file(s) of this release: continuing the upload "
+            "(its visibility is left as it is)"
         )
     else:
         url = api.create_repo(repo_id, repo_type="dataset", private=not public, exist_ok=True)
         result.created = True
         logger.info("created %s dataset repository %s", "public" if public else "private", url)
 
-    # 4. Upload. upload_folder skips what the Hub already holds, so a rerun resumes.
+    # 4. Render the card for this repository, then upload. upload_folder skips what the Hub
+    #    already holds, so a rerun resumes.
+    render_card(workdir=workdir, repo_id=repo_id)
+    files = result.files = release_files(workdir, include_features=include_features)
     total = sum(f.size for f in files)
     logger.info("uploading %d files (%.1f MB) to %s", len(files), total / 1e6, repo_id)
     try:
@@ -277,6 +280,10 @@ def describe(result: PushResult) -> str:
         )
         lines += [f"  {f.size:>14,}  {f.path}" for f in result.files]
     else:
+        if result.created:
+            lines.append(
+                f"created the {'public' if result.public else 'private'} dataset repository {result.repo_id}"
+            )
         lines.append(f"pushed {len(result.files)} files ({result.total_bytes:,} bytes) to {result.url}")
         if result.verification is not None:
             lines.append(f"verified: {result.verification.summary()}")

@@ -218,6 +218,7 @@ def test_refuses_a_repository_that_exists_with_other_content(workspace, hub):
     commits = len(hub.repo("dataset", REPO).commits)
     with pytest.raises(OripidError, match="already exists with other content.*other.csv.*new --repo"):
         _push(workspace, hub)
+    assert not (workspace / layout.CARD).exists()  # a refusal changes nothing
     assert len(hub.repo("dataset", REPO).commits) == commits
     assert _lfs_puts(hub) == 0
 
@@ -281,3 +282,45 @@ def test_each_config_loads_through_hf_from_the_server(workspace, hub, monkeypatc
     )
     assert direct.num_rows == written[("query", "sdxl")]
     assert json.dumps(direct[0]["json"])  # a struct, decoded
+
+
+@pytest.mark.slow
+def test_end_to_end_on_shards_from_the_real_builder(tmp_path, hub, monkeypatch):
+    """Card and push read only the workspace contracts: run them on what `oripid build` writes."""
+    import datasets
+
+    from oripid.builders.build import build
+    from oripid.builders.plan import make_plan, write_plan
+    from oripid.config import load_config
+    from tests.builders.workspace import make_workspace
+
+    workdir = make_workspace(tmp_path / "w")
+    write_plan(make_plan(load_config(workdir / layout.CONFIG), workdir), workdir)
+    build(workdir)
+    write_validation_report(workdir)  # stands in for `oripid validate` (same report contract)
+    result = push_dataset(workdir=workdir, repo_id=REPO, endpoint=hub.endpoint)
+    assert result.verification.ok
+    uploaded = set(hub.repo("dataset", REPO).files)
+    assert not any(p.startswith(("origins/", "logs/", "prompts/")) for p in uploaded)
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(
+        huggingface_hub.constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    for (split, model), rows in _index_rows(workdir).items():
+        config = split if split in ("gallery", "train_origins") else model
+        config_split = "train" if split == "train_origins" else split
+        loaded = datasets.load_dataset(REPO, config, split=config_split, cache_dir=str(tmp_path / "c"))
+        assert loaded.num_rows == rows, (split, model)
+
+
+def _index_rows(workdir) -> dict[tuple[str, str], int]:
+    rows: dict[tuple[str, str], int] = {}
+    for index in workdir.glob("data/*/*/*.parquet"):
+        key = (index.parent.parent.name, index.parent.name)
+        rows[key] = rows.get(key, 0) + pq.read_metadata(index).num_rows
+    return rows
