@@ -119,7 +119,7 @@ def build(
     state=None,
 ) -> BuildSummary:
     """Build every pending shard of the plan that falls to this process; return its summary."""
-    from oripid.models_registry.loader import load_pipeline, resolved_revision
+    from oripid.models_registry.loader import load_pipeline, resolved_revision, tiny_path
     from oripid.models_registry.registry import load_registry
 
     # 1. Check inputs: the config and the plan made from it.
@@ -166,6 +166,10 @@ def build(
     by_model: dict[str, list[ShardPlan]] = defaultdict(list)
     for shard in mine:
         by_model[shard.model].append(shard)
+    if config.build.variant == "tiny":
+        with state.main_process_first():  # build and save each tiny pipeline once
+            for model in {s.model for s in pending if s.model != ORIGIN_MODEL}:
+                tiny_path(registry.get(model))
     device = torch.device(config.build.device) if config.build.device else state.device
     if device.type == "cpu":
         torch.set_num_threads(config.build.cpu_threads)

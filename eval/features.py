@@ -149,6 +149,11 @@ def extract_features(
         out = feature_path(workdir, split, model, tar.name.removesuffix(".tar"))
         if not out.is_file():
             todo.append((tar, out))
+    if settings.variant == "tiny":
+        from oripid.models_registry.loader import tiny_path
+
+        with state.main_process_first():
+            tiny_path(entry)
     state.wait_for_everyone()
     mine = todo[state.process_index :: state.num_processes]
     if not mine:

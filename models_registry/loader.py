@@ -67,6 +67,14 @@ def tiny_path(entry: ModelEntry, cache_root: Path | None = None) -> Path:
     ) / f"{entry.key}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
     if (folder / "model_index.json").is_file():
         return folder
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_rank() != 0
+    ):
+        # transformers writes weights only on rank 0 of a process group: a folder saved here would
+        # lack them. Callers build tiny pipelines under `main_process_first()`.
+        raise OripidError(f"tiny pipeline {folder} must be built by the main process first")
     folder.parent.mkdir(parents=True, exist_ok=True)
     pipeline = build_tiny(_tiny_builder(entry), seed=tiny_seed(entry.key))
     expected = getattr(diffusers, entry.pipeline)

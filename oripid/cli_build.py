@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     status.add_argument("--workdir", required=True)
     status.set_defaults(func=_status)
 
+    register_demo(subparsers)
+
 
 def _init(args: argparse.Namespace) -> int:
     from oripid.builders import layout
@@ -120,4 +122,23 @@ def _status(args: argparse.Namespace) -> int:
             ],
         )
     )
+    return 0
+
+
+def register_demo(subparsers) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="run the whole pipeline offline on the embedded sample origins with tiny models"
+    )
+    demo.add_argument("--workdir", default="demo-workdir")
+    demo.add_argument("--processes", type=int, default=2, help="Accelerate processes for build and features")
+    demo.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from oripid.builders.status import format_table
+    from oripid.demo import run_demo
+
+    result = run_demo(args.workdir, processes=args.processes)
+    print(format_table(result["status"], ["split", "model", "shards_done", "planned", "written", "failed"]))
+    print(f"workspace: {Path(result['workdir']).resolve()}  ({result['seconds']:.1f} s)")
     return 0
