@@ -85,7 +85,12 @@ class IngestConfig(BaseModel):
     )
     workers: int | None = Field(None, ge=1, description="decoding processes; default: all cores")
     chunk_size: int = Field(16, ge=1, description="images per worker task")
-    png_compress_level: int = Field(3, ge=0, le=9)
+    png_compress_level: int = Field(
+        1,
+        ge=0,
+        le=9,
+        description="zlib level of the stored PNGs; 1: fastest, PNG encoding dominates ingest time",
+    )
     progress: bool = True
 
     @field_validator("kind")
@@ -99,15 +104,15 @@ class IngestConfig(BaseModel):
     @classmethod
     def _usable_pattern(cls, value: str) -> str:
         try:
-            value.format(index=0, hash="0" * 64)
+            first, second = (value.format(index=i, hash=str(i) * 64, stem=f"s{i}") for i in (0, 1))
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(
-                f"{value!r} is not a format string using only {{index}} and {{hash}}: {exc}"
+                f"{value!r} is not a format string using only {{index}}, {{hash}}, {{stem}}: {exc}"
             ) from None
-        if value.format(index=0, hash="0" * 64) == value.format(index=1, hash="1" * 64):
-            raise ValueError(f"{value!r} gives every origin the same id: use {{index}} or {{hash}}")
-        if "." in value.format(index=0, hash="0" * 64):
-            raise ValueError("ids may not contain dots (WebDataset cuts keys at the first dot)")
+        if first == second:
+            raise ValueError(f"{value!r} gives every origin the same id: use {{index}}, {{hash}} or {{stem}}")
+        if "." in first or "/" in first:
+            raise ValueError("ids may not contain dots (WebDataset cuts keys at the first dot) or slashes")
         return value
 
 
@@ -261,55 +266,70 @@ def _resolve(table: pa.Table, cfg: IngestConfig) -> pa.Table:
     Every choice depends on content, never on arrival order: among rows with the same pixels
     the smallest source reference is kept; among near duplicates the largest picture (then the
     smallest hash) leads, and each other picture joins the first leader within the threshold.
+    Works on columns (plain lists), not row dicts: about a third of the memory per image.
     """
-    rows = table.to_pylist()
-    ok_rows = [r for r in rows if r["status"] == "ok"]
-    by_hash: dict[str, list[dict]] = {}
-    for row in ok_rows:
-        by_hash.setdefault(row["sha256"], []).append(row)
+    col = {name: table.column(name).to_pylist() for name in table.column_names}
+    n = table.num_rows
+    status, sha, source, phash = col["status"], col["sha256"], col["source"], col["phash"]
+    origin_id: list[str | None] = [None] * n
+    duplicate_of: list[str | None] = [None] * n
+    by_hash: dict[str, list[int]] = {}
+    for i in range(n):
+        if status[i] == "ok":
+            by_hash.setdefault(sha[i], []).append(i)
     for group in by_hash.values():
-        group.sort(key=lambda r: r["source"])
+        group.sort(key=source.__getitem__)
 
-    contents = sorted(by_hash, key=lambda h: (-by_hash[h][0]["width"] * by_hash[h][0]["height"], h))
+    def area(h: str) -> int:
+        first = by_hash[h][0]
+        return col["width"][first] * col["height"][first]
+
+    contents = sorted(by_hash, key=lambda h: (-area(h), h))
     if cfg.near_duplicate_threshold is None:
         leader_of = list(range(len(contents)))
     else:
         leader_of = leader_clusters(
-            [int(by_hash[h][0]["phash"], 16) for h in contents], cfg.near_duplicate_threshold
+            [int(phash[by_hash[h][0]], 16) for h in contents], cfg.near_duplicate_threshold
         )
     leaders = sorted(contents[i] for i, lead in enumerate(leader_of) if lead == i)
-    ids = {sha: cfg.id_pattern.format(index=i, hash=sha) for i, sha in enumerate(leaders)}
+    ids = {
+        h: cfg.id_pattern.format(index=i, hash=h, stem=_stem(source[by_hash[h][0]]))
+        for i, h in enumerate(leaders)
+    }
     if len(set(ids.values())) != len(ids):
         raise OripidError(
-            f"id_pattern {cfg.id_pattern!r} gives two origins the same id: use more hash digits"
+            f"id_pattern {cfg.id_pattern!r} gives two origins the same id: use more hash digits or {{index}}"
+        )
+    bad = next((v for v in ids.values() if not v or "." in v or "/" in v), None)
+    if bad is not None:
+        raise OripidError(
+            f"id_pattern {cfg.id_pattern!r} made the id {bad!r}: ids may not be empty or hold '.' or '/'"
         )
 
-    for position, sha in enumerate(contents):
-        group = by_hash[sha]
-        lead_sha = contents[leader_of[position]]
-        origin = ids[lead_sha]
-        if lead_sha == sha:
-            keeper, others = group[0], group[1:]
-            keeper.update(origin_id=origin, image=f"{IMAGES_DIR}/{origin}.png", reason=None, detail=None)
-            for row in others:
-                row.update(status="duplicate", reason="exact_duplicate", duplicate_of=origin)
-                row["detail"] = f"same pixels as {keeper['source']}"
+    for position, h in enumerate(contents):
+        group = by_hash[h]
+        lead = contents[leader_of[position]]
+        origin = ids[lead]
+        if lead == h:
+            keeper = group[0]
+            origin_id[keeper] = origin
+            for i in group[1:]:
+                status[i], col["reason"][i], duplicate_of[i] = "duplicate", "exact_duplicate", origin
+                col["detail"][i] = f"same pixels as {source[keeper]}"
         else:
-            distance = hamming(int(group[0]["phash"], 16), int(by_hash[lead_sha][0]["phash"], 16))
-            for row in group:
-                row.update(status="duplicate", reason="near_duplicate", duplicate_of=origin)
-                row["detail"] = f"phash distance {distance} <= {cfg.near_duplicate_threshold} to {origin}"
+            distance = hamming(int(phash[group[0]], 16), int(phash[by_hash[lead][0]], 16))
+            for i in group:
+                status[i], col["reason"][i], duplicate_of[i] = "duplicate", "near_duplicate", origin
+                col["detail"][i] = f"phash distance {distance} <= {cfg.near_duplicate_threshold} to {origin}"
 
-    rank = {status: i for i, status in enumerate(STATUSES)}
-    rows.sort(
-        key=lambda r: (rank[r["status"]], r.get("origin_id") or r.get("duplicate_of") or "", r["source"])
+    col["origin_id"], col["duplicate_of"], col["split"] = origin_id, duplicate_of, [None] * n
+    col["image"] = [f"{IMAGES_DIR}/{o}.png" if o else None for o in origin_id]
+    rank = {s: i for i, s in enumerate(STATUSES)}
+    order = sorted(
+        range(n), key=lambda i: (rank[status[i]], origin_id[i] or duplicate_of[i] or "", source[i])
     )
-    for row in rows:
-        row.setdefault("origin_id", None)
-        row.setdefault("image", None)
-        row.setdefault("duplicate_of", None)
-        row["split"] = None
-    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    resolved = pa.table({f.name: col[f.name] for f in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA)
+    return resolved.take(pa.array(order, type=pa.int64()))
 
 
 def _stem(source: str) -> str:

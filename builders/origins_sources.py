@@ -9,6 +9,7 @@ even one that will be rejected later, so that nothing is dropped silently.
 from __future__ import annotations
 
 import csv
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,13 +53,25 @@ def detect_kind(src: Path) -> str:
         )
     if (src / "state.json").is_file() or (src / "dataset_dict.json").is_file():
         return "hf"
-    files = [p for p in src.rglob("*") if p.is_file()]
-    if files and all(p.suffix.lower() == ".tar" for p in files):
+    suffixes: set[str] = set()
+    for path in _walk(src):  # stops at the first image: a million-file folder is not listed twice
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS:
+            return "folder"
+        suffixes.add(suffix)
+    if suffixes == {".tar"}:
         return "webdataset"
-    data_files = [p for p in files if p.suffix.lower() in (".parquet", ".arrow")]
-    if data_files and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files):
+    if suffixes & {".parquet", ".arrow"}:
         return "hf"  # a folder `datasets.load_dataset` reads (e.g. a Hub dataset checkout)
     return "folder"
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Files under `root` in a fixed order (sorted per folder), lazily: memory stays per folder."""
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(folder) / name
 
 
 def iter_source(src: Path, *, kind: str = "auto", column: str | None = None) -> Iterator[SourceItem]:
@@ -77,12 +90,10 @@ def iter_source(src: Path, *, kind: str = "auto", column: str | None = None) -> 
 
 
 def iter_folder(root: Path) -> Iterator[SourceItem]:
-    """Every file under `root`, sorted by relative path; non-image extensions still get a row."""
+    """Every file under `root` (sorted per folder); non-image extensions still get a row."""
     if not root.is_dir():
         raise OripidError(f"origins source {root} is not a folder")
-    for path in sorted(
-        (p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix()
-    ):
+    for path in _walk(root):
         ref = path.relative_to(root).as_posix()
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             yield SourceItem(ref=ref, error=f"not_an_image: extension '{path.suffix}' is not an image type")

@@ -289,3 +289,20 @@ def test_user_errors_name_the_fix(tmp_path):
     pq.write_table(pa.table({"x": [1]}), table)
     with pytest.raises(OripidError, match="column"):
         ingest_origins(table, tmp_path / "w", **QUIET)
+
+
+def test_stem_pattern_keeps_released_names(tmp_path):
+    src = tmp_path / "src"
+    (src / "train").mkdir(parents=True)
+    for i, name in enumerate(("chelsea", "coffee")):
+        (src / "train" / f"T{i:06d}.jpg").write_bytes(jpeg_bytes(photo(name, 96)))
+    ingest_origins(src, tmp_path / "w", id_pattern="{stem}", **QUIET)
+    rows = read_manifest(tmp_path / "w").to_pylist()
+    assert {r["source"]: r["origin_id"] for r in rows} == {
+        "train/T000000.jpg": "T000000",
+        "train/T000001.jpg": "T000001",
+    }
+    assert (tmp_path / "w" / "origins/images/T000001.png").is_file()
+    (src / "T000000.png").write_bytes(_png(photo("rocket", 96)))  # same stem, other picture
+    with pytest.raises(OripidError, match="same id"):
+        ingest_origins(src, tmp_path / "w", id_pattern="{stem}", **QUIET)
