@@ -114,14 +114,16 @@ def iter_table(path: Path, *, column: str | None = None) -> Iterator[SourceItem]
     if path.suffix.lower() == ".csv":
         yield from _iter_csv(path, column)
         return
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table_file = pq.ParquetFile(path)
     names = table_file.schema_arrow.names
     bytes_col = _pick_column(names, column, BYTES_COLUMNS, str(path))
     path_col = _pick_column(names, None, PATH_COLUMNS, str(path))
-    if bytes_col is not None and bytes_col in PATH_COLUMNS:
-        bytes_col, path_col = None, bytes_col
+    schema = table_file.schema_arrow
+    if bytes_col is not None and pa.types.is_string(schema.field(bytes_col).type):
+        bytes_col, path_col = None, bytes_col  # a text column holds paths, whatever its name
     if bytes_col is None and path_col is None:
         raise OripidError(
             f"{path}: no image column found (columns: {', '.join(names)}); "

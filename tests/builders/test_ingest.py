@@ -252,8 +252,13 @@ def _write_kinds(root: Path, images: dict[str, bytes]) -> dict[str, Path]:
                 info = tarfile.TarInfo(member)
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
+    (root / "wds").mkdir()
+    shutil.copy(root / "shard-000000.tar", root / "wds" / "shard-000000.tar")
+    pq.write_table(pa.table({"where": [f"folder/{n}" for n in images]}), root / "custom.parquet")
     return {
         "folder": folder,
+        "webdataset_folder": root / "wds",
+        "parquet_custom_column": root / "custom.parquet",
         "parquet_paths": paths_parquet,
         "parquet_bytes": bytes_parquet,
         "csv_paths": paths_csv,
@@ -268,7 +273,9 @@ def test_every_source_kind_gives_the_same_ids(tmp_path):
     results = {}
     for kind, src in kinds.items():
         work = tmp_path / f"work_{kind}"
-        summary = ingest_origins(src, work, **QUIET)
+        summary = ingest_origins(
+            src, work, **QUIET, **({"column": "where"} if kind == "parquet_custom_column" else {})
+        )
         assert (summary.total, summary.ok, summary.duplicate, summary.rejected) == (5, 4, 1, 0), kind
         table = read_manifest(work).to_pylist()
         results[kind] = sorted((r["origin_id"] or r["duplicate_of"], r["sha256"], r["status"]) for r in table)
