@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from accelerate import PartialState
 from pydantic import ValidationError
 
 from oripid.errors import OripidError
@@ -76,8 +77,11 @@ def fit_w(
         "seconds": round(seconds, 3),
         **extra,
     }
-    path = save_w(out, weight, meta)
-    logger.info("wrote %s: W %s by %s in %.1f s", path, tuple(weight.shape), method, seconds)
+    path = Path(out)
+    if PartialState().is_main_process:  # every process holds the same W; one writes it
+        save_w(path, weight, meta)
+        logger.info("wrote %s: W %s by %s in %.1f s", path, tuple(weight.shape), method, seconds)
+    PartialState().wait_for_everyone()
     return path
 
 

@@ -206,7 +206,9 @@ def train_w(
 
     ``origin_features`` [C, D] / ``origin_labels`` [C] are the origins' own features, used as extra
     instances when ``config.include_origins``. Arrays may be memmaps (rows are gathered per batch).
-    ``cpu`` forces the CPU even with a GPU present. Run under ``accelerate launch`` for several GPUs.
+    ``cpu`` forces the CPU even with a GPU present. Run under ``accelerate launch`` for several GPUs:
+    each process draws its P / world_size origins independently (seed + rank), so two processes may
+    draw the same origin in one step; every process returns the same W (save it on the main one).
     """
     from accelerate import Accelerator
 
@@ -249,9 +251,9 @@ def train_w(
     device = accelerator.device
     linear = accelerator.unwrap_model(model).linear
     ema = linear.weight.detach().clone()
-    use_tf32 = config.tf32 and device.type == "cuda"
     previous_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = use_tf32 or previous_tf32
+    if device.type == "cuda":  # restored below: the setting is process-global
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
 
     # 3. Train.
     history: list[dict[str, float]] = []
