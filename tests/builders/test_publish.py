@@ -265,8 +265,6 @@ def test_each_config_loads_through_hf_from_the_server(workspace, hub, monkeypatc
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
     cache = str(tmp_path / "cache")
     written = _index_rows(workspace)  # rows per (split, model), read from the indexes
-        "written"
-    ]  # same counts, by construction
     for model in MODELS:
         queries = load_dataset(REPO, model, split="query", cache_dir=cache)
         assert queries.num_rows == written[("query", model)]
