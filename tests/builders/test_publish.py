@@ -269,6 +269,9 @@ def test_each_config_loads_through_hf_from_the_server(workspace, hub, monkeypatc
         queries = load_dataset(REPO, model, split="query", cache_dir=cache)
         assert queries.num_rows == written[("query", model)]
         assert {m["model"] for m in queries["json"]} == {model}
+    stream = load_dataset(REPO, "sdxl", split="query", streaming=True)  # range reads over HTTP
+    streamed = [row["json"]["origin_id"] for row in stream]
+    assert len(streamed) == written[("query", "sdxl")]
     gallery = load_dataset(REPO, "gallery", split="gallery", cache_dir=cache)
     assert gallery.num_rows == written[("gallery", "origin")]
     # And the hf:// path the webdataset loader takes directly.
