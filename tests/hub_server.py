@@ -20,7 +20,9 @@ Usage:
         hub.fail(method="PUT", path=r"^/lfs-upload/", after=2, times=1)   # fault mode
         hub.corrupt_file("datasets", "alice/demo", "data/x.tar")           # damage a stored file
 
-Standalone (for a demo): `python tests/hub_server.py --port 8765 --token hf_secret:alice`.
+Standalone (for a demo), from the repository root:
+`python -m tests.hub_server --port 8765 --token hf_secret:alice` prints the endpoint and serves until
+interrupted; point `oripid push --endpoint` (and HF_ENDPOINT for downloads) at it.
 """
 
 from __future__ import annotations
