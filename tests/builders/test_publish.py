@@ -325,3 +325,35 @@ def _index_rows(workdir) -> dict[tuple[str, str], int]:
         key = (index.parent.parent.name, index.parent.name)
         rows[key] = rows.get(key, 0) + pq.read_metadata(index).num_rows
     return rows
+
+
+def test_verify_remote_reports_unexpected_and_unverifiable_entries(tmp_path):
+    from huggingface_hub.hf_api import RepoFile
+
+    from oripid.builders.hub_verify import LocalFile, hash_files, verify_remote
+    from tests.hub_server import StoredFile
+
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    (tmp_path / "b.txt").write_bytes(b"hello")
+    files = [LocalFile("a.bin", tmp_path / "a.bin", 3), LocalFile("b.txt", tmp_path / "b.txt", 5)]
+    hash_files(files)
+    remote = {
+        "a.bin": RepoFile(**StoredFile(b"abc", lfs=True).tree_entry("a.bin")),
+        "b.txt": RepoFile(path="b.txt", size=5, oid=None),  # a listing without any hash
+        "stale.tar": RepoFile(**StoredFile(b"old", lfs=True).tree_entry("stale.tar")),
+        ".gitattributes": RepoFile(**StoredFile(b"*", lfs=False).tree_entry(".gitattributes")),
+    }
+    report = verify_remote(files, remote, ignore={".gitattributes"})
+    assert report.unverifiable == ["b.txt"] and report.unexpected == ["stale.tar"]
+    assert not report.ok and "1 on the Hub but not in the release (stale.tar)" in report.summary()
+
+
+def test_features_are_released_only_when_asked(workspace):
+    (workspace / "features/query/sdxl").mkdir(parents=True)
+    (workspace / "features/query/sdxl/query-sdxl-000000.safetensors").write_bytes(b"\0" * 8)
+    assert not any(f.path.startswith("features/") for f in release_files(workspace))
+    assert "features/query/sdxl/query-sdxl-000000.safetensors" in {
+        f.path for f in release_files(workspace, include_features=True)
+    }
+    (workspace / "data/query/sdxl/query-sdxl-000009.tar.partial").write_bytes(b"x")
+    assert not any(f.path.endswith(".partial") for f in release_files(workspace))
