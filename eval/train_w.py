@@ -265,12 +265,13 @@ def train_w(
             loss = model(x, cls.to(device))
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             optimizer.step()
             scheduler.step()
             with torch.no_grad():
                 ema.mul_(config.ema_decay).add_(linear.weight.detach(), alpha=1 - config.ema_decay)
             if step % config.log_every == 0 or step == config.total_iters - 1:
-                entry = {"step": float(step), "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}
+                entry = {"step": float(step), "loss": float(loss.detach()), "lr": lr}
                 history.append(entry)
                 logger.info(
                     "step %d/%d loss %.4f lr %.2e", step, config.total_iters, entry["loss"], entry["lr"]

@@ -57,5 +57,8 @@ def _train_w(args: argparse.Namespace) -> int:
         overrides=overrides,
         cpu=args.cpu,
     )
-    print(f"wrote {path}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"wrote {path}")
     return 0
