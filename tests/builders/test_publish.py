@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import huggingface_hub
 import pyarrow.parquet as pq
@@ -237,9 +239,10 @@ def test_the_token_is_never_printed_logged_or_written(workspace, hub, capsys, ca
     assert hub.count("GET", r"^/api/whoami-v2$") == 2  # the token was used...
     for text in (captured.out, captured.err, caplog.text):  # ...and shown nowhere
         assert TOKEN not in text
-    for path in workspace.rglob("*"):
-        if path.is_file():
-            assert TOKEN.encode() not in path.read_bytes(), path
+    for folder in (workspace, Path(os.environ["HF_HOME"])):  # the workspace, and the client's home
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert TOKEN.encode() not in path.read_bytes(), path
     for path, stored in hub.repo("dataset", REPO).files.items():
         assert TOKEN.encode() not in stored.content, path
     assert any(record.name.startswith("oripid") for record in caplog.records)
