@@ -8,7 +8,7 @@ import torch
 
 from oripid.errors import OripidError
 from oripid.eval.metrics import average_precision
-from oripid.eval.reference_eval import evaluate_features
+from oripid.eval.reference_eval import evaluate_features, evaluate_perturbations
 
 
 def test_per_model_rows_equal_brute_force():
@@ -43,3 +43,19 @@ def test_mismatched_inputs_are_user_errors():
         evaluate_features({"sd2": x}, {"sd2": np.arange(2)}, x, np.arange(3))
     with pytest.raises(OripidError, match="missing"):
         evaluate_features({"sd2": x}, {}, x, np.arange(3))
+
+
+def test_perturbation_rows_keep_their_own_means():
+    rng = np.random.default_rng(1)
+    gallery = rng.standard_normal((200, 8)).astype(np.float32)
+    ids = np.arange(200)
+    clean = {m: gallery[:50] + 0.1 * rng.standard_normal((50, 8)).astype(np.float32) for m in ("sd2", "sdxl")}
+    noisy = {m: x + 3.0 * rng.standard_normal(x.shape).astype(np.float32) for m, x in clean.items()}
+    origin_ids = {"sd2": ids[:50], "sdxl": ids[:50]}
+    rows = evaluate_perturbations({"none": clean, "blur_r4": noisy}, origin_ids, gallery, ids)
+    assert [(r["perturbation"], r["model"]) for r in rows] == [
+        ("none", "sd2"), ("none", "sdxl"), ("none", "seen (mean of 1)"), ("none", "unseen (mean of 1)"),
+        ("blur_r4", "sd2"), ("blur_r4", "sdxl"), ("blur_r4", "seen (mean of 1)"), ("blur_r4", "unseen (mean of 1)"),
+    ]  # fmt: skip
+    clean_rows = evaluate_features(clean, origin_ids, gallery, ids)
+    assert rows[0]["mAP"] == clean_rows[0]["mAP"] and rows[0]["mAP"] > rows[4]["mAP"]
