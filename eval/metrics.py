@@ -148,21 +148,20 @@ def micro_average_precision(
 def aggregate_by_model(
     per_model: Mapping[str, Mapping[str, float]], seen_models: Sequence[str] = ("sd2",)
 ) -> list[dict[str, float | str]]:
-    """One row per model plus ``seen`` and ``unseen`` rows (unweighted means over models).
+    """One row per model (seen models first), then ``seen`` and ``unseen`` rows (unweighted means).
 
-    The paper reports seen (SD2, the training model) and unseen (all others) averages; a mean over
-    models, not queries, keeps one large query set from dominating. A group with no model is omitted.
+    Model rows are ``{"model": name, **metrics}``; mean rows also carry ``"group": "seen" | "unseen"``,
+    which is how a caller tells them apart. The paper reports seen (SD2, the training model) and unseen
+    (all others) averages; a mean over models, not queries, keeps one large query set from
+    dominating. ``n_queries`` of a mean row is the sum. A group with no model is omitted.
     """
-    rows: list[dict[str, float | str]] = []
-    for model in sorted(per_model, key=lambda m: (m not in seen_models, m)):
-        rows.append(
-            {"model": model, "group": "seen" if model in seen_models else "unseen", **per_model[model]}
-        )
+    models = sorted(per_model, key=lambda m: (m not in seen_models, m))
+    rows: list[dict[str, float | str]] = [{"model": m, **per_model[m]} for m in models]
     for group in ("seen", "unseen"):
-        members = [r for r in rows if r["group"] == group]
+        members = [per_model[m] for m in models if (m in seen_models) == (group == "seen")]
         if not members:
             continue
-        keys = [k for k in members[0] if k not in ("model", "group", "n_queries")]
+        keys = [k for k in members[0] if k != "n_queries"]
         mean = {k: float(np.mean([float(r[k]) for r in members])) for k in keys}
         if all("n_queries" in r for r in members):
             mean["n_queries"] = float(sum(float(r["n_queries"]) for r in members))

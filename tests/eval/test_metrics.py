@@ -117,7 +117,8 @@ def test_aggregate_seen_and_unseen_means():
     }
     rows = aggregate_by_model(per_model, seen_models=("sd2",))
     assert [r["model"] for r in rows][:3] == ["sd2", "kolors", "sdxl"]
-    unseen = next(r for r in rows if str(r["model"]).startswith("unseen"))
+    assert ["group" in r for r in rows] == [False, False, False, True, True]
+    unseen = next(r for r in rows if r.get("group") == "unseen")
     assert unseen["mAP"] == pytest.approx(0.5) and unseen["n_queries"] == 40.0
     seen = next(r for r in rows if str(r["model"]).startswith("seen"))
     assert seen["acc@1"] == pytest.approx(0.8)
