@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tqdm import tqdm
@@ -40,7 +41,7 @@ from oripid.builders.origins_dedup import MAX_THRESHOLD, hamming, leader_cluster
 from oripid.builders.origins_sources import SOURCE_KINDS, SourceItem, iter_source
 from oripid.errors import OripidError
 
-IMAGES_DIR = "origins/images"
+IMAGES_DIR = layout.ORIGIN_IMAGES_DIR  # origins/images/<origin_id>.png
 INGEST_SUMMARY = "origins/ingest.json"
 STATUSES = ("ok", "duplicate", "rejected")
 
@@ -266,9 +267,11 @@ def _resolve(table: pa.Table, cfg: IngestConfig) -> pa.Table:
     Every choice depends on content, never on arrival order: among rows with the same pixels
     the smallest source reference is kept; among near duplicates the largest picture (then the
     smallest hash) leads, and each other picture joins the first leader within the threshold.
-    Works on columns (plain lists), not row dicts: about a third of the memory per image.
+    Works on the few columns it needs (plain lists), not on row dicts, to keep per-image memory low.
     """
-    col = {name: table.column(name).to_pylist() for name in table.column_names}
+    # Only the columns decisions need become Python lists; the rest stay in Arrow.
+    needed = ("status", "sha256", "source", "phash", "width", "height", "reason", "detail")
+    col = {name: table.column(name).to_pylist() for name in needed}
     n = table.num_rows
     status, sha, source, phash = col["status"], col["sha256"], col["source"], col["phash"]
     origin_id: list[str | None] = [None] * n
@@ -322,14 +325,32 @@ def _resolve(table: pa.Table, cfg: IngestConfig) -> pa.Table:
                 status[i], col["reason"][i], duplicate_of[i] = "duplicate", "near_duplicate", origin
                 col["detail"][i] = f"phash distance {distance} <= {cfg.near_duplicate_threshold} to {origin}"
 
-    col["origin_id"], col["duplicate_of"], col["split"] = origin_id, duplicate_of, [None] * n
-    col["image"] = [f"{IMAGES_DIR}/{o}.png" if o else None for o in origin_id]
     rank = {s: i for i, s in enumerate(STATUSES)}
-    order = sorted(
-        range(n), key=lambda i: (rank[status[i]], origin_id[i] or duplicate_of[i] or "", source[i])
+    new = {
+        "origin_id": origin_id,
+        "duplicate_of": duplicate_of,
+        "status": status,
+        "reason": col["reason"],
+        "detail": col["detail"],
+        "image": [f"{IMAGES_DIR}/{o}.png" if o else None for o in origin_id],
+        "split": [None] * n,
+    }
+    arrays = [
+        pa.array(new[f.name], f.type) if f.name in new else table.column(f.name) for f in MANIFEST_SCHEMA
+    ]
+    resolved = pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA)
+    # Output order: ok by id, then duplicates by the origin they joined, then rejected; ties by source.
+    keys = pa.table(
+        {
+            "rank": pa.array([rank[x] for x in status], pa.int8()),
+            "key": pa.array([o or d or "" for o, d in zip(origin_id, duplicate_of, strict=True)]),
+            "source": resolved.column("source"),
+        }
     )
-    resolved = pa.table({f.name: col[f.name] for f in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA)
-    return resolved.take(pa.array(order, type=pa.int64()))
+    indices = pc.sort_indices(
+        keys, sort_keys=[("rank", "ascending"), ("key", "ascending"), ("source", "ascending")]
+    )
+    return resolved.take(indices)
 
 
 def _stem(source: str) -> str:

@@ -5,7 +5,8 @@ Two models, both local folders (nothing is downloaded):
   `AutoModelForImageTextToText` + `AutoProcessor`, describes each origin;
 - the writer, a causal language model (`AutoModelForCausalLM` + `AutoTokenizer`), is given the
   caption and asked for N prompts, one per line (a JSON list is accepted too).
-When `model_path` is itself an image-text-to-text model and no captioner is given, it captions.
+When `model_path` is itself an image-text-to-text model and no captioner is given, that one
+model sees the origin and writes the prompts directly ("vlm" mode).
 Origins go through in batches of `batch_size`, on CUDA when there is one (else CPU), sampling
 with a fixed torch seed per batch and round; rounds repeat until each origin has N distinct
 candidates or `rounds` run out (the checks then report it short).
@@ -63,7 +64,7 @@ class TransformersSource:
     name = "transformers"
 
     def __init__(self, options: TransformersOptions):
-        # 1. Check inputs: paths exist, libraries import; every failure here, before any work.
+        # 1. Check inputs: paths exist, libraries import, model kinds fit; all before any work.
         self.options = options
         if not options.model_path:
             raise OripidError(
@@ -74,13 +75,11 @@ class TransformersSource:
             raise OripidError(
                 f"prompts source 'transformers': {model_path} is not a local model folder (no config.json)"
             )
-        if options.captioner_path and not (Path(options.captioner_path) / "config.json").is_file():
-            raise OripidError(
-                f"prompts source 'transformers': captioner {options.captioner_path} has no config.json"
-            )
+        caption_path = Path(options.captioner_path) if options.captioner_path else None
+        if caption_path and not (caption_path / "config.json").is_file():
+            raise OripidError(f"prompts source 'transformers': captioner {caption_path} has no config.json")
         try:
             import torch
-            import transformers  # noqa: F401
         except ImportError as exc:
             raise OripidError(
                 f"prompts source 'transformers' needs torch and transformers installed ({exc})"
@@ -88,8 +87,6 @@ class TransformersSource:
         self.torch = torch
         self.device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = "auto" if options.dtype == "auto" else getattr(torch, options.dtype)
-        # 2. Load the captioner (the writer itself when it is a VLM), then the writer.
-        caption_path = Path(options.captioner_path) if options.captioner_path else None
         writer_is_vlm = _is_vlm(model_path)
         if caption_path is None and not writer_is_vlm:
             raise OripidError(
@@ -100,19 +97,20 @@ class TransformersSource:
             raise OripidError(
                 f"prompts source 'transformers': captioner {caption_path} is not an image-text-to-text model"
             )
-        self.captioner, self.processor = self._load_vlm(caption_path or model_path, dtype)
-        if writer_is_vlm and caption_path is None:
-            self.writer, self.tokenizer = self.captioner, self.processor.tokenizer
-        else:
+        # 2. Load. Two steps (captioner VLM, then writer LM), or one VLM that sees the image and writes.
+        self.mode = "caption+write" if caption_path is not None else "vlm"
+        self.vlm, self.processor = self._load_vlm(caption_path or model_path, dtype)
+        self.writer = self.tokenizer = None
+        if self.mode == "caption+write":
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
             self.writer = AutoModelForCausalLM.from_pretrained(model_path, local_files_only=True, dtype=dtype)
             self.writer.to(self.device).eval()
-        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.stats = {"batches": 0, "rounds": 0, "device": self.device}
+            self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.stats = {"mode": self.mode, "batches": 0, "rounds": 0, "device": self.device}
 
     def _load_vlm(self, path: Path, dtype):
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -122,34 +120,44 @@ class TransformersSource:
         return model.to(self.device).eval(), processor
 
     def settings(self) -> dict:
-        return self.options.model_dump() | {"caption_prompt": CAPTION_PROMPT, "writer_prompt": WRITER_PROMPT}
+        return self.options.model_dump() | {
+            "mode": self.mode,
+            "caption_prompt": CAPTION_PROMPT,
+            "writer_prompt": WRITER_PROMPT,
+        }
 
-    # 3. Caption a batch of origins.
-    def captions(self, origins: list[OriginRef]) -> list[str]:
+    # 3. The VLM on a batch of images with one text each (captions, or prompts in "vlm" mode).
+    def _ask_vlm(
+        self, origins: list[OriginRef], texts: list[str], sample: bool, max_new_tokens: int
+    ) -> list[str]:
         from PIL import Image
 
         images = []
         for origin in origins:
             with Image.open(origin.image) as image:
                 images.append(image.convert("RGB"))
-        inputs = self.processor(
-            images=images, text=[CAPTION_PROMPT] * len(images), return_tensors="pt", padding=True
-        )
-        inputs = inputs.to(self.device)
+        inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True).to(self.device)
+        options = {"do_sample": sample, "max_new_tokens": max_new_tokens}
+        if sample:
+            options |= {"temperature": self.options.temperature, "top_p": self.options.top_p}
         with self.torch.inference_mode():
-            out = self.captioner.generate(
-                **inputs, max_new_tokens=self.options.caption_max_new_tokens, do_sample=False
-            )
-        if not self.captioner.config.is_encoder_decoder and "input_ids" in inputs:
-            out = out[:, inputs["input_ids"].shape[1] :]  # decoder-only VLMs echo the prompt
-        texts = self.processor.batch_decode(out, skip_special_tokens=True)
-        return [" ".join(t.replace(CAPTION_PROMPT, "").split()) for t in texts]
+            out = self.vlm.generate(**inputs, **options)
+        if not self.vlm.config.is_encoder_decoder and "input_ids" in inputs:
+            out = out[:, inputs["input_ids"].shape[1] :]  # decoder-only VLMs return the prompt first
+        decoded = self.processor.batch_decode(out, skip_special_tokens=True)
+        return [d.replace(t, "").strip() for d, t in zip(decoded, texts, strict=True)]
 
-    # 4. Write prompts for a batch of captions.
-    def write(self, captions: list[str], n: int, round_no: int) -> list[list[str]]:
+    def captions(self, origins: list[OriginRef]) -> list[str]:
+        texts = [CAPTION_PROMPT] * len(origins)
+        answers = self._ask_vlm(
+            origins, texts, sample=False, max_new_tokens=self.options.caption_max_new_tokens
+        )
+        return [" ".join(a.split()) for a in answers]
+
+    # 4. The writer on a batch of captions.
+    def write(self, captions: list[str], n: int) -> list[list[str]]:
         texts = [WRITER_PROMPT.format(caption=c or "a photo", n=n) for c in captions]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
-        self.torch.manual_seed(self.options.seed + round_no)
         with self.torch.inference_mode():
             out = self.writer.generate(
                 **enc,
@@ -166,14 +174,23 @@ class TransformersSource:
         size = self.options.batch_size
         for start in range(0, len(origins), size):
             batch = origins[start : start + size]
-            captions = self.captions(batch)
+            captions = self.captions(batch) if self.mode == "caption+write" else []
             found: list[list[str]] = [[] for _ in batch]
             for round_no in range(self.options.rounds):
                 todo = [i for i, got in enumerate(found) if len(set(got)) < n]
                 if not todo:
                     break
                 self.stats["rounds"] += 1
-                written = self.write([captions[i] for i in todo], n, start * self.options.rounds + round_no)
+                # A fixed seed per (batch, round): the same run gives the same prompts.
+                self.torch.manual_seed(self.options.seed + start * self.options.rounds + round_no)
+                if self.mode == "caption+write":
+                    written = self.write([captions[i] for i in todo], n)
+                else:
+                    texts = [WRITER_PROMPT.format(caption="the image shown", n=n)] * len(todo)
+                    answers = self._ask_vlm(
+                        [batch[i] for i in todo], texts, True, self.options.max_new_tokens
+                    )
+                    written = [parse_prompt_lines(a) for a in answers]
                 for i, prompts in zip(todo, written, strict=True):
                     found[i].extend(prompts)
             self.stats["batches"] += 1

@@ -51,7 +51,7 @@ def save_tiny_captioner(folder: Path) -> Path:
             "intermediate_size": 37,
             "num_attention_heads": 2,
             "num_hidden_layers": 1,
-            "max_position_embeddings": 64,
+            "max_position_embeddings": 256,
             "bos_token_id": vocab.index("[DEC]"),
             "pad_token_id": 0,
             "sep_token_id": vocab.index("[SEP]"),

@@ -45,6 +45,7 @@ def test_caption_then_write_in_batches(workspace, tiny):
     )
     stats = summary.source_stats
     assert stats["device"] == "cpu" and stats["batches"] == 2  # 4 origins in batches of 3
+    assert stats["mode"] == "caption+write"
     rows = pq.read_table(workspace / layout.PROMPTS_TABLE).to_pylist()
     assert summary.prompts == len(rows) >= 9, summary.checks
     for origin in {r["origin_id"] for r in rows}:
@@ -54,6 +55,18 @@ def test_caption_then_write_in_batches(workspace, tiny):
     first = (workspace / layout.PROMPTS_TABLE).read_bytes()
     generate_prompts(workspace, source="transformers", per_origin=3, transformers=config, on_short="keep")
     assert (workspace / layout.PROMPTS_TABLE).read_bytes() == first
+
+
+def test_one_vlm_sees_the_origin_and_writes(workspace, tiny):
+    captioner, _ = tiny
+    config = {"model_path": str(captioner), "batch_size": 4, "max_new_tokens": 24, "rounds": 2}
+    summary = generate_prompts(
+        workspace, source="transformers", per_origin=2, transformers=config, on_short="keep"
+    )
+    assert summary.source_stats["mode"] == "vlm" and summary.source_stats["batches"] == 1
+    assert summary.checks["generated"] > 0
+    rows = pq.read_table(workspace / layout.PROMPTS_TABLE).to_pylist()
+    assert all(r["prompt"].strip() for r in rows)
 
 
 def test_missing_or_wrong_models_fail_at_construction(workspace, tiny, tmp_path):
