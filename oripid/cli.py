@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "oripid.cli_models",
     "oripid.cli_data",
     "oripid.cli_build",
+    "oripid.cli_validate",
     "oripid.cli_eval",
     "oripid.cli_publish",
 ]

@@ -65,6 +65,34 @@ class BuildSettings(_Strict):
     )
 
 
+class ValidationThresholds(_Strict):
+    """What `oripid validate` requires; None switches a check off. mAP values are fractions."""
+
+    max_failed_fraction: float = Field(0.01, ge=0, le=1, description="failed / planned samples")
+    min_map_seen: float | None = Field(0.5, ge=0, le=1, description="learned-W mAP on the seen model (SD2)")
+    min_map_unseen: float | None = Field(0.3, ge=0, le=1, description="learned-W mean mAP on unseen models")
+    min_gain_over_identity: float | None = Field(
+        0.0, description="learned-W mean mAP minus raw-VAE-feature mAP, over all models"
+    )
+
+
+class ValidationSettings(_Strict):
+    vae_model: str = Field("sd2", description="registry key whose VAE embeds images (the paper: SD2's)")
+    latent: Literal["mean", "sample"] = "mean"
+    feature_batch_size: int = Field(32, ge=1)
+    method: Literal["closed-form", "sgd"] = Field(
+        "closed-form", description="how the reference W is fitted: one streaming pass, or the public SGD recipe"
+    )
+    out_dim: int = Field(512, ge=1)
+    sgd: dict = Field(default_factory=dict, description="overrides of the SGD recipe (epochs, iters_per_epoch, ...)")
+    seen_models: list[str] = Field(default_factory=lambda: ["sd2"])
+    near_duplicate_threshold: int = Field(8, ge=0, le=64, description="phash distance counted as leakage")
+    blur_radii: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
+    jpeg_qualities: list[int] = Field(default_factory=lambda: [90, 70, 50])
+    robustness_queries_per_model: int = Field(500, ge=0, description="0 skips the robustness evaluation")
+    thresholds: ValidationThresholds = Field(default_factory=ValidationThresholds)
+
+
 class DatasetConfig(_Strict):
     name: str = "oripid"
     seed: int = Field(0, description="dataset seed; every image's seed derives from it")
@@ -85,6 +113,7 @@ class DatasetConfig(_Strict):
     image: ImageFormat = Field(default_factory=ImageFormat)
     shards: ShardSize = Field(default_factory=ShardSize)
     build: BuildSettings = Field(default_factory=BuildSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
 
     @field_validator("generate")
     @classmethod
@@ -166,4 +195,15 @@ build:
   resize: center_crop        # origins become square at the model's resolution: center_crop | stretch
   cpu_threads: 1             # CPU only: float sums depend on the thread count; fixed so that the
                              # bytes do not depend on the number of processes
+
+# `oripid validate`: integrity, leakage and the reference linear-W evaluation; `oripid push`
+# refuses data without a passing report. Thresholds are fractions; null switches a check off.
+validation:
+  vae_model: sd2             # whose VAE embeds images (the paper: SD2's); latent mean, 4096 values
+  method: closed-form        # closed-form (one streaming pass) | sgd (the public recipe)
+  seen_models: [sd2]
+  blur_radii: [1.0, 2.0, 4.0]
+  jpeg_qualities: [90, 70, 50]
+  robustness_queries_per_model: 500
+  thresholds: {max_failed_fraction: 0.01, min_map_seen: 0.5, min_map_unseen: 0.3, min_gain_over_identity: 0.0}
 """

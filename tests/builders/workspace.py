@@ -3,8 +3,10 @@ with the same columns `oripid origins ingest`, `oripid splits` and `oripid promp
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,8 +34,17 @@ def make_workspace(
             origin_id = f"T{number:06d}"
             number += 1
             pixels = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
-            Image.fromarray(pixels).save(layout.origin_image_path(workdir, origin_id))
-            rows.append({"origin_id": origin_id, "status": "ok", "split": split})
+            image = Image.fromarray(pixels)
+            image.save(layout.origin_image_path(workdir, origin_id))
+            rows.append(
+                {
+                    "origin_id": origin_id,
+                    "status": "ok",
+                    "split": split,
+                    "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+                    "phash": str(imagehash.phash(image)),
+                }
+            )
             for idx in range(prompts_per_origin):
                 prompt_rows.append(
                     {"origin_id": origin_id, "prompt_idx": idx, "prompt": f"a painting, style {idx}"}
