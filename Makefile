@@ -9,6 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+DEMO_WORKDIR ?= demo-workdir
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint clean-demo
@@ -20,7 +21,7 @@ $(BIN)/.oripid-installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.oripid-installed
-	$(BIN)/oripid demo --workdir demo-workdir
+	$(BIN)/oripid demo --workdir $(DEMO_WORKDIR)
 
 lint: $(BIN)/.oripid-installed
 	$(BIN)/ruff check .
@@ -30,4 +31,4 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 clean-demo:
-	rm -rf demo-workdir
+	rm -rf $(DEMO_WORKDIR)

@@ -76,11 +76,17 @@ def feature_path(workdir: Path, split: str, model: str, stem: str) -> Path:
     return Path(workdir) / layout.FEATURES_DIR / split / model / f"{stem}.safetensors"
 
 
+def _every_shard(urls):
+    return urls
+
+
 def iter_shard_images(tar_path: Path):
     """(key, PIL image) for every sample of a shard, in order."""
     import webdataset as wds
 
-    for sample in wds.WebDataset(str(tar_path), shardshuffle=False, empty_check=False):
+    # Shards are divided between processes by oripid, so webdataset must not split them again.
+    dataset = wds.WebDataset(str(tar_path), shardshuffle=False, empty_check=False, nodesplitter=_every_shard)
+    for sample in dataset:
         ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
         if ext is None:
             raise OripidError(

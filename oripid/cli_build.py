@@ -137,8 +137,17 @@ def register_demo(subparsers) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from oripid.builders.status import format_table
     from oripid.demo import run_demo
+    from oripid.eval.metrics import format_table as format_metrics
 
     result = run_demo(args.workdir, processes=args.processes)
+    print("\nshards")
     print(format_table(result["status"], ["split", "model", "shards_done", "planned", "written", "failed"]))
-    print(f"workspace: {Path(result['workdir']).resolve()}  ({result['seconds']:.1f} s)")
+    print("\nreference evaluation, learned W (%; tiny random-weight models: figures near chance)")
+    print(format_metrics(result["metrics"]["learned_w"]))
+    print(f"\nworkspace:  {Path(result['workdir']).resolve()}")
+    print(f"release:    {Path(result['release']).resolve()}   (datasets.load_dataset(<release>, '<model>'))")
+    print(f"report:     {Path(result['report']).resolve()}")
+    for plot in result["plots"]:
+        print(f"plot:       {Path(plot).resolve()}")
+    print(f"wall time:  {result['seconds']:.1f} s")
     return 0

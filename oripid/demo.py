@@ -1,8 +1,8 @@
 """`oripid demo`: the whole pipeline on the embedded default, offline, on a CPU, in minutes.
 
 Sample origins shipped in the package -> template prompts -> splits -> plan -> build with the
-tiny variants of all seven models in 2 Accelerate processes -> features -> validation ->
-dataset card -> a release folder in Hub layout. Every stage skips work already done, so a rerun
+tiny variants of all seven models in 2 Accelerate processes -> VAE features -> validation ->
+dataset card -> a release folder in Hub layout (what `oripid push` uploads). Every stage skips work already done, so a rerun
 resumes and finishes at once.
 """
 
@@ -16,6 +16,7 @@ import yaml
 from oripid.builders import layout
 from oripid.builders.plan import make_plan, read_plan, write_plan
 from oripid.config import load_config
+from oripid.errors import OripidError
 
 SAMPLE_ORIGINS = Path(__file__).resolve().parent.parent / "builders" / "assets" / "origins"
 
@@ -64,8 +65,11 @@ def _stage(name: str, started: float) -> None:
 def run_demo(workdir: str | Path = "demo-workdir", processes: int = 2) -> dict:
     """Run every stage on the embedded default; returns where everything is."""
     from oripid.builders.ingest import ingest_origins
+    from oripid.builders.publish import check_validation
+    from oripid.builders.release import export_release
     from oripid.builders.splits import split_origins
     from oripid.builders.status import build_status
+    from oripid.eval.validate import read_report, validate
     from oripid.launch import run_launched
     from oripid.prompts.generate import generate_prompts
 
@@ -97,9 +101,30 @@ def run_demo(workdir: str | Path = "demo-workdir", processes: int = 2) -> dict:
     )
     run_launched(["build", "--workdir", str(workdir)], processes)
 
+    # 3. Features, then the validation gate, then the card and the release folder in Hub layout.
+    _stage(f"VAE features, {processes} processes", started)
+    run_launched(["features", "--workdir", str(workdir)], processes)
+    _stage("validate (integrity, leakage, reference linear-W evaluation)", started)
+    try:  # a passing report of exactly these shards is kept: a rerun finishes at once
+        check_validation(workdir)
+        report = read_report(workdir)
+    except OripidError:
+        report = validate(workdir)
+    if not report["passed"]:
+        failed = [name for name, check in report["checks"].items() if not check["passed"]]
+        raise OripidError(
+            f"validation failed ({', '.join(failed)}): see {workdir / layout.VALIDATION_DIR}/report.md"
+        )
+    _stage("dataset card and release folder", started)
+    release = export_release(workdir, workdir / "release")
+
     _stage("done", started)
     return {
         "workdir": str(workdir),
+        "release": str(release),
+        "report": str(workdir / layout.VALIDATION_DIR / "report.md"),
+        "plots": [str(workdir / layout.VALIDATION_DIR / name) for name in report.get("plots", [])],
+        "metrics": report["metrics"],
         "status": build_status(workdir),
         "seconds": time.perf_counter() - started,
     }
