@@ -154,7 +154,7 @@ def ingest_origins(src: str | os.PathLike, workdir: str | os.PathLike, **options
     images_dir = workdir / IMAGES_DIR
     staging = images_dir / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = cfg.workers or _usable_cores()
     settings = DecodeSettings(
         min_side=cfg.min_side,
         max_pixels=cfg.max_pixels,
@@ -207,6 +207,13 @@ def ingest_origins(src: str | os.PathLike, workdir: str | os.PathLike, **options
     )
     (workdir / INGEST_SUMMARY).write_text(json.dumps(summary.model_dump(), indent=2) + "\n")
     return summary
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (a cgroup or taskset limit counts), not the machine's total."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _decode_chunk(items: list[SourceItem], settings: DecodeSettings) -> list[dict]:
