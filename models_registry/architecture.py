@@ -39,7 +39,9 @@ def build_component(
             model = cls(ChatGLMConfig(**component.config), empty_init=False)
         else:
             model = cls.from_config(component.config)
-    return model.to(dtype=dtype).eval()
+    if dtype != torch.float32:  # components are built in float32
+        model = model.to(dtype=dtype)
+    return model.eval()
 
 
 def build_architecture(
