@@ -81,10 +81,13 @@ class ValidationSettings(_Strict):
     latent: Literal["mean", "sample"] = "mean"
     feature_batch_size: int = Field(32, ge=1)
     method: Literal["closed-form", "sgd"] = Field(
-        "closed-form", description="how the reference W is fitted: one streaming pass, or the public SGD recipe"
+        "closed-form",
+        description="how the reference W is fitted: one streaming pass, or the public SGD recipe",
     )
     out_dim: int = Field(512, ge=1)
-    sgd: dict = Field(default_factory=dict, description="overrides of the SGD recipe (epochs, iters_per_epoch, ...)")
+    sgd: dict = Field(
+        default_factory=dict, description="overrides of the SGD recipe (epochs, iters_per_epoch, ...)"
+    )
     seen_models: list[str] = Field(default_factory=lambda: ["sd2"])
     near_duplicate_threshold: int = Field(8, ge=0, le=64, description="phash distance counted as leakage")
     blur_radii: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
