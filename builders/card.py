@@ -24,8 +24,9 @@ from oripid.errors import OripidError
 
 logger = logging.getLogger(__name__)
 
-# The template lives at the repository root (DESIGN.md); an installed copy can pass `template=`.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "DATASET_CARD.md"
+# The template lives at the repository root (DESIGN.md); builders/assets/DATASET_CARD.md links to
+# it so that the wheel carries a copy.
+DEFAULT_TEMPLATE = Path(__file__).parent / "assets" / "DATASET_CARD.md"
 
 # Splits whose shards hold origin images (model "origin"), not generations: they get their own
 # configs, because their json member has other fields and a config must share one schema.

@@ -39,6 +39,8 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     assert "oripid/models_registry/models/sd2.yaml" in names
     assert "oripid/builders/assets/origins/LICENSES.md" in names  # the demo's sample origins
     assert "oripid/prompts/templates/styles.txt" in names
+    card = zipfile.ZipFile(wheel).read("oripid/builders/assets/DATASET_CARD.md")
+    assert card == (REPO / "DATASET_CARD.md").read_bytes()  # the card template, not a dangling link
     assert not any(name.startswith(("builders/", "eval/", "tests/")) for name in names)
 
     env_dir = tmp_path / "venv"
