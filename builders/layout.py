@@ -44,15 +44,19 @@ def sample_key(origin_id: str, model: str, prompt_idx: int) -> str:
 
 
 def shard_index_digest(workdir: Path) -> str:
-    """sha256 over every shard index (path relative to the workspace, then bytes), in sorted order.
+    """sha256 over every shard index (relative path, then bytes) and every tar's size, sorted.
 
     Validation records it; publishing refuses a workspace whose digest has no passing report.
+    The indexes hold each sample's sha256, which validation checks against the tars; tar sizes
+    are folded in too, because hashing every tar again would cost a pass over the whole dataset.
     """
     root = Path(workdir)
     digest = hashlib.sha256()
     for index in sorted((root / DATA_DIR).rglob("*.parquet")):
         digest.update(index.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(index.read_bytes()).digest())
+    for tar in sorted((root / DATA_DIR).rglob("*.tar")):
+        digest.update(f"{tar.relative_to(root).as_posix()}\0{tar.stat().st_size}\0".encode())
     return digest.hexdigest()
 
 

@@ -134,3 +134,19 @@ def test_train_test_leak_is_caught(workdir):
     leakage = validate(workdir)["checks"]["leakage"]
     assert not leakage["passed"] and leakage["shared_hashes"] == 1
     assert any("content hashes in both train and test" in m for m in leakage["messages"])
+
+
+def test_a_shard_changed_after_validation_makes_the_report_stale(workdir):
+    from oripid.builders.publish import check_validation
+    from oripid.errors import OripidError
+
+    assert validate(workdir)["passed"]
+    check_validation(workdir)
+    tar = _first_tar(workdir)
+    tar.chmod(0o644)
+    with tarfile.open(tar, "a") as t:  # a sample slipped in after validation, index untouched
+        info = tarfile.TarInfo("intruder.jpg")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(OripidError, match="stale"):
+        check_validation(workdir)
