@@ -44,11 +44,13 @@ def sample_key(origin_id: str, model: str, prompt_idx: int) -> str:
 
 
 def shard_index_digest(workdir: Path) -> str:
-    """sha256 over every shard index (relative path, then bytes) and every tar's size, sorted.
+    """sha256 over every shard index (relative path, then bytes) and every tar's size and
+    modification time, sorted.
 
     Validation records it; publishing refuses a workspace whose digest has no passing report.
-    The indexes hold each sample's sha256, which validation checks against the tars; tar sizes
-    are folded in too, because hashing every tar again would cost a pass over the whole dataset.
+    The indexes hold each sample's sha256, which validation checks against the tars; a tar is
+    known by its size and mtime, because hashing every tar again would cost a pass over the whole
+    dataset (a copy that does not keep mtimes therefore needs `oripid validate` again).
     """
     root = Path(workdir)
     digest = hashlib.sha256()
@@ -56,7 +58,8 @@ def shard_index_digest(workdir: Path) -> str:
         digest.update(index.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(index.read_bytes()).digest())
     for tar in sorted((root / DATA_DIR).rglob("*.tar")):
-        digest.update(f"{tar.relative_to(root).as_posix()}\0{tar.stat().st_size}\0".encode())
+        info = tar.stat()
+        digest.update(f"{tar.relative_to(root).as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 
