@@ -112,6 +112,17 @@ def test_every_oripid_command_in_the_guide_exists_with_its_flags():
         assert command in seen
 
 
+def test_links_of_the_guide_resolve():
+    text = _guide()
+    headings = re.findall(r"^#+ (.+)$", FENCE.sub("", text), re.MULTILINE)
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith("#"):
+            assert target[1:] in slugs, f"no heading for link {target}"
+        elif not target.startswith("http"):
+            assert (GUIDE.parent / target.split("#")[0]).exists(), f"broken link {target}"
+
+
 def test_accelerate_and_hf_commands_exist_with_their_flags():
     launch = _help("accelerate", "launch")
     assert "--num_processes" in launch
