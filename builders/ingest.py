@@ -32,14 +32,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from oripid.builders import layout
 from oripid.builders.origins_decode import DecodeSettings, decode_item
 from oripid.builders.origins_dedup import MAX_THRESHOLD, hamming, leader_clusters
 from oripid.builders.origins_sources import SOURCE_KINDS, SourceItem, iter_source
-from oripid.errors import OripidError
+from oripid.errors import OripidError, validated
 
 IMAGES_DIR = layout.ORIGIN_IMAGES_DIR  # origins/images/<origin_id>.png
 INGEST_SUMMARY = "origins/ingest.json"
@@ -133,11 +133,7 @@ class IngestSummary(BaseModel):
 
 def parse_options(model: type[BaseModel], options: dict[str, Any], where: str) -> Any:
     """Validate keyword options into `model`, turning pydantic's error into an `OripidError`."""
-    try:
-        return model(**options)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
-        raise OripidError(f"{where} options: {problems}") from None
+    return validated(model, options, f"{where} options")
 
 
 def ingest_origins(src: str | os.PathLike, workdir: str | os.PathLike, **options: Any) -> IngestSummary:

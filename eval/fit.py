@@ -13,9 +13,8 @@ from typing import Literal
 
 import yaml
 from accelerate import PartialState
-from pydantic import ValidationError
 
-from oripid.errors import OripidError
+from oripid.errors import OripidError, validated
 from oripid.eval.arrays import open_features, open_labels
 from oripid.eval.closed_form import ClosedFormConfig, fit_closed_form
 from oripid.eval.train_w import load_train_config, train_w
@@ -95,7 +94,4 @@ def _closed_form_config(path: str | Path | None, overrides: Mapping[str, object]
     values.update(
         {k: v for k, v in overrides.items() if v is not None and k in ClosedFormConfig.model_fields}
     )
-    try:
-        return ClosedFormConfig(**values)
-    except ValidationError as exc:
-        raise OripidError(f"{path or 'overrides'}: invalid closed-form config: {exc}") from exc
+    return validated(ClosedFormConfig, values, f"{path or 'overrides'}: closed-form config")

@@ -35,9 +35,9 @@ from typing import Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from oripid.errors import OripidError
+from oripid.errors import OripidError, validated
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +95,9 @@ def load_train_config(path: str | Path | None = None, **overrides: object) -> Tr
             raise OripidError(f"{path}: the trainer config must be a mapping of field: value")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return TrainWConfig(**values)
-    except ValidationError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise OripidError(f"{where}invalid trainer config: {exc}") from exc
+    return validated(
+        TrainWConfig, values, f"{path}: trainer config" if path is not None else "trainer config"
+    )
 
 
 def lr_factor(step: int, config: TrainWConfig) -> float:

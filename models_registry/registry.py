@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
-from oripid.errors import OripidError
+from oripid.errors import OripidError, validated
 from oripid.models_registry.schema import ModelEntry
 
 BUILTIN_DIR = Path(__file__).parent / "models"
@@ -74,19 +73,12 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 
 
 def _validate(raw: Mapping[str, Any], source: str) -> ModelEntry:
-    try:
-        return ModelEntry.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "(entry)"
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "missing":
-                message = "missing: add it (see models_registry/models/sd2.yaml for a complete entry)"
-            elif error["type"] == "extra_forbidden":
-                message = "unknown field: remove it or check its spelling"
-            problems.append(f"field '{where}': {message}")
-        raise OripidError(f"{source}: invalid model entry\n  " + "\n  ".join(problems)) from None
+    return validated(
+        ModelEntry,
+        raw,
+        f"{source}: model entry",
+        missing_hint="add it (see models_registry/models/sd2.yaml for a complete entry)",
+    )
 
 
 def _read_yaml(path: Path) -> Any:

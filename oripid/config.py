@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from oripid.builders.ingest import IngestConfig
 from oripid.builders.splits import SplitsConfig
-from oripid.errors import OripidError
+from oripid.errors import OripidError, validated
 from oripid.prompts.generate import PromptsConfig
 
 
@@ -130,22 +130,13 @@ class DatasetConfig(_Strict):
         return value
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field: remove it or check its spelling (`oripid init` writes every field)"
-        lines.append(f"field '{where}': {message}")
-    return f"{source}: invalid config\n  " + "\n  ".join(lines)
-
-
 def parse_config(data: dict, source: str = "config") -> DatasetConfig:
-    try:
-        return DatasetConfig.model_validate(data or {})
-    except ValidationError as exc:
-        raise OripidError(_format_errors(exc, source)) from None
+    return validated(
+        DatasetConfig,
+        data,
+        source,
+        unknown_hint="remove it or check its spelling (`oripid init` writes every field)",
+    )
 
 
 def load_config(path: str | Path) -> DatasetConfig:
