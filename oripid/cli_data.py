@@ -81,6 +81,25 @@ def _size(text: str):
             raise argparse.ArgumentTypeError(f"{text!r}: give a count, a fraction or 'rest'") from None
 
 
+def _with_config(workdir: str, section: str, options: dict) -> dict:
+    """The workspace config's section (only what the file sets), with the command-line options over it."""
+    from pathlib import Path
+
+    from oripid.builders import layout
+    from oripid.config import load_config
+
+    path = Path(workdir) / layout.CONFIG
+    if not path.is_file():
+        return options
+    merged = getattr(load_config(path), section).model_dump(exclude_unset=True)
+    for name, value in options.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **value}
+        else:
+            merged[name] = value
+    return merged
+
+
 def _given(**options) -> dict:
     """Only the options the user gave: the config's defaults stay in one place."""
     return {k: v for k, v in options.items() if v is not None}
@@ -106,7 +125,8 @@ def _ingest(args: argparse.Namespace) -> int:
     )
     if threshold is not None:
         options["near_duplicate_threshold"] = None if threshold < 0 else threshold
-    summary = ingest_origins(args.src, args.workdir, progress=not args.no_progress, **options)
+    options = _with_config(args.workdir, "origins", {**options, "progress": not args.no_progress})
+    summary = ingest_origins(args.src, args.workdir, **options)
     summary_dict = summary.model_dump(exclude={"config"})
     print(json.dumps(summary_dict, indent=2))
     return 0
@@ -141,7 +161,7 @@ def _prompts(args: argparse.Namespace) -> int:
         "checks": _given(length_policy=args.length_policy, tokenizers=tokenizers or None),
     }
     options.update({name: values for name, values in sections.items() if values})
-    return _print(generate_prompts(args.workdir, **options))
+    return _print(generate_prompts(args.workdir, **_with_config(args.workdir, "prompts", options)))
 
 
 def _splits(args: argparse.Namespace) -> int:
@@ -156,4 +176,4 @@ def _splits(args: argparse.Namespace) -> int:
         queries_per_test_origin=args.queries_per_test_origin,
         leak_threshold=args.leak_threshold,
     )
-    return _print(split_origins(args.workdir, **options))
+    return _print(split_origins(args.workdir, **_with_config(args.workdir, "splits", options)))
