@@ -21,7 +21,15 @@ from PIL import Image, ImageOps
 from oripid import __version__
 from oripid.builders import layout
 from oripid.builders.generate import Img2ImgRunner, settings_for
-from oripid.builders.plan import ORIGIN_MODEL, Plan, ShardPlan, config_digest, read_plan, resolution_for
+from oripid.builders.plan import (
+    ORIGIN_MODEL,
+    Plan,
+    ShardPlan,
+    config_digest,
+    is_done,
+    read_plan,
+    resolution_for,
+)
 from oripid.builders.seeds import sample_seed
 from oripid.builders.shard_writer import BackgroundShardWriter, Sample
 from oripid.config import DatasetConfig, load_config
@@ -47,10 +55,6 @@ def distributed_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def is_done(workdir: Path, shard: ShardPlan) -> bool:
-    return layout.shard_paths(workdir, shard.split, shard.model, shard.index)["stats"].is_file()
 
 
 def load_origin(workdir: Path, origin_id: str) -> Image.Image:
@@ -200,6 +204,7 @@ def build(
                     "checkpoint": entry.checkpoint if config.build.variant == "real" else f"tiny:{entry.key}",
                     "revision": resolved_revision(entry, config.build.variant),
                     "pipeline": entry.pipeline,
+                    "license": entry.license,
                     "scheduler": type(pipeline.scheduler).__name__,
                     "strength": settings.strength,
                     "guidance_scale": settings.guidance_scale,
@@ -260,7 +265,14 @@ def build(
 
 
 def _build_generated_shard(workdir, config, shard, runner, meta_base, side, prompts, writer, progress):
-    writer.open(shard.split, shard.model, shard.index, len(shard.samples), _settings_json(meta_base, side))
+    writer.open(
+        shard.split,
+        shard.model,
+        shard.index,
+        len(shard.samples),
+        _settings_json(meta_base, side),
+        shard.digest,
+    )
     written = failed = 0
     for batch in _batches(shard.samples, config.build.batch_size):
         # 1. Prepare inputs; a sample whose origin or prompt is missing is recorded, not dropped.
@@ -313,7 +325,14 @@ def _build_generated_shard(workdir, config, shard, runner, meta_base, side, prom
 
 def _build_origin_shard(workdir, shard, writer, progress):
     """Gallery and training-origin shards: each origin image, re-encoded in the dataset's format."""
-    writer.open(shard.split, shard.model, shard.index, len(shard.samples), {"oripid_version": __version__})
+    writer.open(
+        shard.split,
+        shard.model,
+        shard.index,
+        len(shard.samples),
+        {"oripid_version": __version__},
+        shard.digest,
+    )
     written = failed = 0
     for origin_id, _ in shard.samples:
         meta = {

@@ -2,12 +2,14 @@
 registry's full-size architectures (instantiated on the meta device: no weights, no memory).
 
 Per image: the denoiser runs int(steps x strength) times on a batch of 2 (classifier-free
-guidance), the VAE encodes the origin once and decodes the result once. Text encoders run once
+guidance; 1 for guidance-distilled models or guidance_scale <= 1), the VAE encodes the origin
+once and decodes the result once. Text encoders run once
 per prompt and are left out (under 1% for these models).
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 import torch
@@ -16,11 +18,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from oripid.builders.generate import settings_for
 from oripid.builders.plan import _BYTES_PER_PIXEL, ORIGIN_MODEL, Plan, resolution_for
 from oripid.config import DatasetConfig
+from oripid.errors import OripidError
 from oripid.models_registry.architecture import build_component
 from oripid.models_registry.schema import ModelEntry
 
-CFG_BATCH = 2
 # Text sequence lengths the pipelines use by default.
+log = logging.getLogger(__name__)
 SEQUENCE = {"UNet2DConditionModel": 77, "Kandinsky3UNet": 128, "SD3Transformer2DModel": 77 + 256}
 KOLORS_SEQUENCE = 256
 
@@ -32,34 +35,40 @@ def _count(function) -> int:
     return counter.get_total_flops()
 
 
-def denoiser_inputs(entry: ModelEntry, side: int) -> dict:
+def denoiser_inputs(entry: ModelEntry, side: int, batch: int = 2) -> dict:
+    """Meta tensors shaped as the pipeline feeds the denoiser (batch 2: classifier-free guidance)."""
     component = entry.architecture[entry.denoiser_name]
+    if component.class_name not in SEQUENCE:
+        raise OripidError(
+            f"model {entry.key!r}: the estimate has no input recipe for {component.class_name} "
+            f"(known: {', '.join(SEQUENCE)})"
+        )
     config = component.config
     latent = side // 8
     meta = {"device": "meta"}
     if component.class_name == "SD3Transformer2DModel":
         return {
-            "hidden_states": torch.empty(CFG_BATCH, config["in_channels"], latent, latent, **meta),
+            "hidden_states": torch.empty(batch, config["in_channels"], latent, latent, **meta),
             "encoder_hidden_states": torch.empty(
-                CFG_BATCH, SEQUENCE[component.class_name], config["joint_attention_dim"], **meta
+                batch, SEQUENCE[component.class_name], config["joint_attention_dim"], **meta
             ),
-            "pooled_projections": torch.empty(CFG_BATCH, config["pooled_projection_dim"], **meta),
-            "timestep": torch.empty(CFG_BATCH, **meta),
+            "pooled_projections": torch.empty(batch, config["pooled_projection_dim"], **meta),
+            "timestep": torch.empty(batch, **meta),
         }
     if component.class_name == "Kandinsky3UNet":
         sequence = SEQUENCE[component.class_name]
         return {
-            "sample": torch.empty(CFG_BATCH, config["in_channels"], latent, latent, **meta),
-            "timestep": torch.empty(CFG_BATCH, **meta),
-            "encoder_hidden_states": torch.empty(CFG_BATCH, sequence, config["encoder_hid_dim"], **meta),
-            "encoder_attention_mask": torch.ones(CFG_BATCH, sequence, **meta),
+            "sample": torch.empty(batch, config["in_channels"], latent, latent, **meta),
+            "timestep": torch.empty(batch, **meta),
+            "encoder_hidden_states": torch.empty(batch, sequence, config["encoder_hid_dim"], **meta),
+            "encoder_attention_mask": torch.ones(batch, sequence, **meta),
         }
     text_dim = config.get("encoder_hid_dim") or config["cross_attention_dim"]
     sequence = KOLORS_SEQUENCE if config.get("encoder_hid_dim") else SEQUENCE[component.class_name]
     inputs = {
-        "sample": torch.empty(CFG_BATCH, config.get("in_channels", 4), latent, latent, **meta),
-        "timestep": torch.empty(CFG_BATCH, **meta),
-        "encoder_hidden_states": torch.empty(CFG_BATCH, sequence, text_dim, **meta),
+        "sample": torch.empty(batch, config.get("in_channels", 4), latent, latent, **meta),
+        "timestep": torch.empty(batch, **meta),
+        "encoder_hidden_states": torch.empty(batch, sequence, text_dim, **meta),
     }
     if config.get("addition_embed_type") == "text_time":
         time_ids = 6
@@ -67,18 +76,19 @@ def denoiser_inputs(entry: ModelEntry, side: int) -> dict:
             config["projection_class_embeddings_input_dim"] - time_ids * config["addition_time_embed_dim"]
         )
         inputs["added_cond_kwargs"] = {
-            "text_embeds": torch.empty(CFG_BATCH, pooled, **meta),
-            "time_ids": torch.empty(CFG_BATCH, time_ids, **meta),
+            "text_embeds": torch.empty(batch, pooled, **meta),
+            "time_ids": torch.empty(batch, time_ids, **meta),
         }
     return inputs
 
 
 @lru_cache(maxsize=32)
-def _flops_per_call(entry_json: str, side: int) -> tuple[int, int]:
-    """(denoiser FLOPs per CFG call, VAE encode + decode FLOPs per image) at `side` pixels."""
+def _flops_per_call(entry_json: str, side: int, batch: int) -> tuple[int, int]:
+    """(denoiser FLOPs per step, VAE encode + decode FLOPs per image) at `side` pixels."""
     entry = ModelEntry.model_validate_json(entry_json)
+    inputs = denoiser_inputs(entry, side, batch)  # first: it names a denoiser it cannot feed
     denoiser = build_component(entry.architecture[entry.denoiser_name])
-    denoiser_flops = _count(lambda: denoiser(**denoiser_inputs(entry, side)))
+    denoiser_flops = _count(lambda: denoiser(**inputs))
     vae_name = "vae" if "vae" in entry.architecture else "movq"
     vae = build_component(entry.architecture[vae_name])
     pixels = torch.empty(1, 3, side, side, device="meta")
@@ -91,8 +101,11 @@ def _flops_per_call(entry_json: str, side: int) -> tuple[int, int]:
     return denoiser_flops, _count(vae_round_trip)
 
 
-def flops_per_image(entry: ModelEntry, side: int, steps: int, strength: float | None) -> float:
-    denoiser, vae = _flops_per_call(entry.model_dump_json(), side)
+def flops_per_image(
+    entry: ModelEntry, side: int, steps: int, strength: float | None, guidance_scale: float = 7.5
+) -> float:
+    batch = 2 if entry.classifier_free_guidance and guidance_scale > 1 else 1
+    denoiser, vae = _flops_per_call(entry.model_dump_json(), side, batch)
     denoising_steps = max(1, int(steps * (strength if strength is not None else 1.0)))
     return denoiser * denoising_steps + vae
 
@@ -126,7 +139,24 @@ def estimate_plan(
         entry = registry.get(model)
         side = resolution_for(config, entry, "real")
         settings = settings_for(entry, config.models.get(model), side)
-        tflop = flops_per_image(entry, side, settings.num_inference_steps, settings.strength) / 1e12
+        try:
+            flops = flops_per_image(
+                entry, side, settings.num_inference_steps, settings.strength, settings.guidance_scale
+            )
+        except OripidError as exc:  # an added model the estimate cannot run: say so, keep the rest
+            log.warning("%s", exc)
+            rows.append(
+                {
+                    "split": split,
+                    "model": model,
+                    "images": images,
+                    "storage_GB": round(images * side * side * bytes_per_pixel / 1e9, 2),
+                    "TFLOP/img": "n/a",
+                    "GPU_hours": "n/a",
+                }
+            )
+            continue
+        tflop = flops / 1e12
         hours = images * tflop / (peak_tflops * utilization) / 3600
         rows.append(
             {

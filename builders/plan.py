@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ class ShardPlan:
     model: str
     index: int
     samples: list[tuple[str, int]]  # (origin_id, prompt_idx); prompt_idx -1 for origin images
+    # Hash of everything that decides the shard's bytes: its samples and its model's settings. A
+    # finished shard whose stats carry another digest was built from other settings: rebuilt.
+    digest: str = ""
 
     @property
     def stem(self) -> str:
@@ -58,7 +62,7 @@ class Plan:
         data = json.loads(text)
         data.pop("version", None)
         shards = [
-            ShardPlan(s["split"], s["model"], s["index"], [tuple(x) for x in s["samples"]])
+            ShardPlan(s["split"], s["model"], s["index"], [tuple(x) for x in s["samples"]], s["digest"])
             for s in data.pop("shards")
         ]
         return cls(shards=shards, **data)
@@ -67,8 +71,44 @@ class Plan:
         return sum(len(shard.samples) for shard in self.shards)
 
 
+def _sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def generation_settings(config: DatasetConfig, entry=None) -> dict:
+    """What decides the bytes of a model's shards (not validation, device or queue sizes)."""
+    build = config.build
+    settings = {
+        "seed": config.seed,
+        "image": config.image.model_dump(),
+        "build": {
+            "variant": build.variant,
+            "batch_size": build.batch_size,
+            "resize": build.resize,
+            "cpu_threads": build.cpu_threads,
+            "nonfinite_retries": build.nonfinite_retries,
+            "min_oom_batch_size": build.min_oom_batch_size,
+        },
+    }
+    if entry is not None:
+        override = config.models.get(entry.key)
+        settings["model"] = {
+            "entry": entry.model_dump(mode="json"),
+            "override": override.model_dump(mode="json") if override else None,
+        }
+    return settings
+
+
 def config_digest(config: DatasetConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    """The parts of the config a plan is made from; a plan from other ones is stale."""
+    return _sha256(
+        {
+            "generate": config.model_dump(mode="json")["generate"],
+            "shards": config.shards.model_dump(),
+            "models": config.model_dump(mode="json")["models"],
+            **generation_settings(config),
+        }
+    )
 
 
 def _read_tables(workdir: Path) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
@@ -128,16 +168,20 @@ def make_plan(config: DatasetConfig, workdir: Path, registry=None) -> Plan:
     shards: list[ShardPlan] = []
     unplanned: list[dict] = []
 
-    def add_shards(split: str, model: str, samples: list[tuple[str, int]], pixels: int) -> None:
+    def add_shards(split: str, model: str, samples: list[tuple[str, int]], pixels: int, entry=None) -> None:
         groups = _cut(
             samples, config.shards.max_samples, config.shards.max_bytes, pixels * _BYTES_PER_PIXEL[fmt]
         )
-        shards.extend(ShardPlan(split, model, i, group) for i, group in enumerate(groups))
+        settings = _sha256(generation_settings(config, entry))
+        for i, group in enumerate(groups):
+            digest = _sha256([settings, split, model, i, group])
+            shards.append(ShardPlan(split, model, i, group, digest))
 
     for split, build in config.generate.items():
         origin_ids = origins_by_split.get(SOURCE_SPLIT[split], [])
         for model in build.models:
             entry = registry.get(model)
+            _check_denoising_steps(config, entry)
             samples = []
             for origin_id in origin_ids:
                 available = prompt_indices.get(origin_id, [])
@@ -158,7 +202,7 @@ def make_plan(config: DatasetConfig, workdir: Path, registry=None) -> Plan:
                     )
                 samples += [(origin_id, idx) for idx in chosen]
             side = resolution_for(config, entry, config.build.variant)
-            add_shards(split, model, samples, side * side)
+            add_shards(split, model, samples, side * side, entry)
     for split, source_splits in ORIGIN_SPLITS.items():
         samples = sorted((o, -1) for s in source_splits for o in origins_by_split.get(s, []))
         add_shards(split, ORIGIN_MODEL, samples, 512 * 512)
@@ -171,6 +215,18 @@ def make_plan(config: DatasetConfig, workdir: Path, registry=None) -> Plan:
     )
 
 
+def _check_denoising_steps(config: DatasetConfig, entry) -> None:
+    """img2img denoises int(steps x strength) steps; zero makes every sample fail, so say it now."""
+    override = config.models.get(entry.key)
+    steps = (override and override.num_inference_steps) or entry.defaults.num_inference_steps
+    strength = (override and override.strength) or entry.defaults.strength
+    if strength is not None and int(steps * strength) < 1:
+        raise OripidError(
+            f"models.{entry.key}: num_inference_steps {steps} x strength {strength} leaves no denoising step; "
+            f"raise num_inference_steps to at least {math.ceil(1 / strength)} or the strength"
+        )
+
+
 def resolution_for(config: DatasetConfig, entry, variant: str) -> int:
     """The square side a model generates at: the tiny variant's, an override, or the native one."""
     if variant == "tiny":
@@ -179,6 +235,17 @@ def resolution_for(config: DatasetConfig, entry, variant: str) -> int:
     if override is not None and isinstance(override.resolution, int):
         return override.resolution
     return entry.native_resolution
+
+
+def is_done(workdir: Path, shard: ShardPlan) -> bool:
+    """Finished, and from the settings the plan holds now (stats json last, with the shard digest)."""
+    stats = layout.shard_paths(workdir, shard.split, shard.model, shard.index)["stats"]
+    if not stats.is_file():
+        return False
+    try:
+        return json.loads(stats.read_text()).get("digest") == shard.digest
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def write_plan(plan: Plan, workdir: Path) -> Path:

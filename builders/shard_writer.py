@@ -70,6 +70,7 @@ class _OpenShard:
     paths: dict[str, Path]
     tar: wds.TarWriter
     stream: object
+    digest: str = ""
     rows: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
 
@@ -97,8 +98,10 @@ class BackgroundShardWriter:
             raise RuntimeError("the shard writer failed") from self._error
         self._queue.put(command)
 
-    def open(self, split: str, model: str, index: int, planned: int, settings: dict) -> None:
-        self._send(("open", split, model, index, planned, settings))
+    def open(
+        self, split: str, model: str, index: int, planned: int, settings: dict, digest: str = ""
+    ) -> None:
+        self._send(("open", split, model, index, planned, settings, digest))
 
     def write(self, sample: Sample) -> None:
         self._send(("write", sample))
@@ -126,12 +129,12 @@ class BackgroundShardWriter:
             except BaseException as exc:  # noqa: BLE001  (handed to the caller by close()/_send())
                 self._error = exc
 
-    def _do_open(self, split: str, model: str, index: int, planned: int, settings: dict) -> None:
+    def _do_open(self, split: str, model: str, index: int, planned: int, settings: dict, digest: str) -> None:
         paths = layout.shard_paths(self.workdir, split, model, index)
         paths["tar"].parent.mkdir(parents=True, exist_ok=True)
         stream = open(paths["partial"], "wb")  # noqa: SIM115  (closed in _do_finish)
         tar = wds.TarWriter(stream, user="oripid", group="oripid", mode=0o444, mtime=0.0, encoder=False)
-        self._current = _OpenShard(split, model, index, planned, settings, paths, tar, stream)
+        self._current = _OpenShard(split, model, index, planned, settings, paths, tar, stream, digest=digest)
 
     def _do_write(self, sample: Sample) -> None:
         shard = self._current
@@ -191,6 +194,7 @@ class BackgroundShardWriter:
             "failure_reasons": dict(sorted(Counter(f["reason"] for f in shard.failures).items())),
             "bytes": sum(row["bytes"] for row in shard.rows),
             "settings": shard.settings,
+            "digest": shard.digest,
         }
         tmp = shard.paths["stats"].with_suffix(".json.tmp")
         tmp.write_text(json.dumps(stats, indent=1, sort_keys=True))

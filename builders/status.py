@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from oripid.builders import layout
-from oripid.builders.plan import read_plan
+from oripid.builders.plan import is_done, read_plan
 
 
 def build_status(workdir: str | Path) -> list[dict]:
@@ -31,7 +31,7 @@ def build_status(workdir: str | Path) -> list[dict]:
         )
         row["planned"] += len(shard.samples)
         stats_path = layout.shard_paths(workdir, shard.split, shard.model, shard.index)["stats"]
-        if stats_path.is_file():
+        if is_done(workdir, shard):
             stats = json.loads(stats_path.read_text())
             row["shards_done"] += 1
             row["written"] += stats["written"]

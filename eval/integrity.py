@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from oripid.builders import layout
-from oripid.builders.plan import ORIGIN_MODEL, Plan
+from oripid.builders.plan import ORIGIN_MODEL, Plan, is_done
 
 IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 MAX_LISTED = 20  # problems listed by name; all are counted
@@ -43,6 +43,7 @@ def check_integrity(workdir: str | Path, plan: Plan, max_failed_fraction: float)
     workdir = Path(workdir)
     problems: dict[str, list[str]] = {
         "pending_shards": [],
+        "stale_shards": [],
         "unreadable_shards": [],
         "missing": [],
         "duplicated": [],
@@ -59,8 +60,9 @@ def check_integrity(workdir: str | Path, plan: Plan, max_failed_fraction: float)
         paths = layout.shard_paths(workdir, shard.split, shard.model, shard.index)
         shard_keys = [planned_key(shard.model, o, i) for o, i in shard.samples]
         planned.update(shard_keys)
-        if not paths["stats"].is_file():
-            problems["pending_shards"].append(shard.stem)
+        if not is_done(workdir, shard):
+            stale = paths["stats"].is_file()  # finished, but from settings the plan no longer holds
+            problems["stale_shards" if stale else "pending_shards"].append(shard.stem)
             continue
         stats = json.loads(paths["stats"].read_text())
         n_failed += stats["failed"]

@@ -29,6 +29,19 @@ def build_component(
 ):
     """One component with random weights; on "meta" no memory is allocated."""
     cls = component_class(component)
+    try:
+        model = _instantiate(cls, component, device)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise OripidError(
+            f"architecture: cannot build {component.class_name} from its config ({type(exc).__name__}: {exc}); "
+            "check the component's 'config' against the class's arguments"
+        ) from None
+    if dtype != torch.float32:  # components are built in float32
+        model = model.to(dtype=dtype)
+    return model.eval()
+
+
+def _instantiate(cls, component: Component, device):
     with torch.device(device):
         if component.library.startswith("transformers"):
             config_class = cls.config_class
@@ -39,9 +52,7 @@ def build_component(
             model = cls(ChatGLMConfig(**component.config), empty_init=False)
         else:
             model = cls.from_config(component.config)
-    if dtype != torch.float32:  # components are built in float32
-        model = model.to(dtype=dtype)
-    return model.eval()
+    return model
 
 
 def build_architecture(

@@ -84,6 +84,10 @@ class ModelEntry(BaseModel):
     pass_height_width: bool = Field(
         False, description="pipeline sizes its output from its config, not the input image (SD3, Kolors)"
     )
+    classifier_free_guidance: bool = Field(
+        True,
+        description="the denoiser runs twice per step when guidance_scale > 1 (false: guidance-distilled, e.g. FLUX)",
+    )
     notes: list[str] = Field(default_factory=list)
     architecture: dict[str, Component] = Field(
         ..., description="full-size components by pipeline attribute name"

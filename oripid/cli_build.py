@@ -71,8 +71,15 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"  ... and {len(plan.unplanned) - 10} more in plan.json 'unplanned'")
     if args.estimate:
         from oripid.builders.estimate import estimate_plan
+        from oripid.models_registry.registry import load_registry
 
-        rows = estimate_plan(plan, config, utilization=args.utilization, peak_tflops=args.peak_tflops)
+        rows = estimate_plan(
+            plan,
+            config,
+            utilization=args.utilization,
+            peak_tflops=args.peak_tflops,
+            registry=load_registry(workdir),
+        )
         print(format_table(rows, list(rows[0].keys())) if rows else "nothing to estimate")
     return 0
 

@@ -37,6 +37,14 @@ class SplitBuild(_Strict):
     models: list[str] = Field(..., min_length=1)
     prompts_per_origin: int = Field(..., ge=1)
 
+    @field_validator("models")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        repeated = sorted({m for m in value if value.count(m) > 1})
+        if repeated:
+            raise ValueError(f"{repeated} listed more than once: each model builds a split once")
+        return value
+
 
 class ImageFormat(_Strict):
     format: Literal["jpg", "png", "webp"] = "jpg"

@@ -316,3 +316,43 @@ def test_cli_init_plan_build_status(tmp_path):
     status = _run_cli([sys.executable, "-m", "oripid", "status", "--workdir", str(workdir)]).stdout
     lines = [line.split() for line in status.splitlines()[1:]]
     assert lines and all(line[3] == "0" for line in lines)  # nothing pending
+
+
+def test_changed_model_settings_rebuild_only_that_models_shards(tmp_path):
+    workdir = make_workspace(tmp_path / "w")
+    _plan(workdir)
+    build(workdir)
+    before = _data_files(workdir)
+    config_path = workdir / layout.CONFIG
+    config_path.write_text(
+        config_path.read_text().replace(
+            "sd2:\n    num_inference_steps: 2", "sd2:\n    num_inference_steps: 3"
+        )
+    )
+    with pytest.raises(OripidError, match="rerun `oripid plan"):
+        build(workdir)
+    _plan(workdir)
+    summary = build(workdir)
+    after = _data_files(workdir)
+    changed = {name for name in after if after[name] != before[name]}
+    assert summary.shards_built == len([s for s in read_plan(workdir).shards if s.model == "sd2"])
+    assert changed and all("/sd2/" in name for name in changed)
+    for stats in (workdir / "data").rglob("*sd2*.json"):
+        assert json.loads(stats.read_text())["settings"]["num_inference_steps"] == 3
+
+
+def test_steps_times_strength_below_one_is_refused_at_plan_time(tmp_path):
+    workdir = make_workspace(
+        tmp_path / "w", config={"models": {"sd2": {"num_inference_steps": 2, "strength": 0.3}}}
+    )
+    with pytest.raises(OripidError, match=r"models.sd2: num_inference_steps 2 x strength 0.3 .* at least 4"):
+        _plan(workdir)
+
+
+def test_a_model_listed_twice_is_refused(tmp_path):
+    with pytest.raises(OripidError, match=r"generate.query.models.*listed more than once"):
+        make_workspace(
+            tmp_path / "w",
+            config={"generate": {"query": {"models": ["sd2", "sd2"], "prompts_per_origin": 1}}},
+        )
+        load_config(tmp_path / "w" / layout.CONFIG)
