@@ -9,6 +9,7 @@ so they can be published next to the images as OriPID does.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -120,6 +121,7 @@ def extract_shard(vae, tar_path: Path, out_path: Path, settings: FeatureSettings
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp")
     metadata = {
+        "index_sha256": _index_sha256(tar_path),
         "keys": json.dumps(keys),
         "vae_model": settings.vae_model,
         "variant": settings.variant,
@@ -129,6 +131,27 @@ def extract_shard(vae, tar_path: Path, out_path: Path, settings: FeatureSettings
     save_file({"features": features.to(torch.float16).contiguous()}, str(tmp), metadata=metadata)
     os.replace(tmp, out_path)
     return len(keys)
+
+
+def _index_sha256(tar: Path) -> str:
+    return hashlib.sha256(tar.with_suffix(".parquet").read_bytes()).hexdigest()
+
+
+def missing_features(workdir: str | Path) -> list[tuple[Path, Path]]:
+    """(shard tar, feature file) for every shard whose features are absent or were computed from
+    an earlier version of the shard (the feature file records the hash of the shard's index)."""
+    from safetensors import safe_open
+
+    todo = []
+    for tar in sorted((Path(workdir) / layout.DATA_DIR).rglob("*.tar")):
+        split, model = tar.parent.parent.name, tar.parent.name
+        out = feature_path(workdir, split, model, tar.name.removesuffix(".tar"))
+        if out.is_file():
+            with safe_open(str(out), framework="np") as handle:
+                if handle.metadata().get("index_sha256") == _index_sha256(tar):
+                    continue
+        todo.append((tar, out))
+    return todo
 
 
 def extract_features(
@@ -144,17 +167,11 @@ def extract_features(
     registry = registry or load_registry(workdir)
     entry = registry.get(settings.vae_model)
     state = state or distributed_state()
-    tars = sorted((workdir / layout.DATA_DIR).rglob("*.tar"))
-    if not tars:
+    if not list((workdir / layout.DATA_DIR).rglob("*.tar")):
         raise OripidError(
             f"{workdir / layout.DATA_DIR}: no shards; run `oripid build --workdir {workdir}` first"
         )
-    todo = []
-    for tar in tars:
-        split, model = tar.parent.parent.name, tar.parent.name
-        out = feature_path(workdir, split, model, tar.name.removesuffix(".tar"))
-        if not out.is_file():
-            todo.append((tar, out))
+    todo = missing_features(workdir)
     if settings.variant == "tiny":
         from oripid.models_registry.loader import tiny_path
 

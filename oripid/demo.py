@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from oripid.builders import layout
-from oripid.builders.plan import make_plan, read_plan, write_plan
+from oripid.builders.plan import is_done, make_plan, read_plan, write_plan
 from oripid.config import load_config
 from oripid.errors import OripidError
 
@@ -69,6 +69,7 @@ def run_demo(workdir: str | Path = "demo-workdir", processes: int = 2) -> dict:
     from oripid.builders.release import export_release
     from oripid.builders.splits import split_origins
     from oripid.builders.status import build_status
+    from oripid.eval.features import missing_features
     from oripid.eval.validate import read_report, validate
     from oripid.launch import run_launched
     from oripid.prompts.generate import generate_prompts
@@ -96,14 +97,19 @@ def run_demo(workdir: str | Path = "demo-workdir", processes: int = 2) -> dict:
     plan_path = workdir / layout.PLAN
     if not plan_path.is_file() or read_plan(workdir).to_json() != plan.to_json():
         write_plan(plan, workdir)
+    pending = [shard for shard in plan.shards if not is_done(workdir, shard)]
     _stage(
-        f"build {plan.sample_count()} samples in {len(plan.shards)} shards, {processes} processes", started
+        f"build {len(pending)} of {len(plan.shards)} shards ({plan.sample_count()} samples), {processes} processes",
+        started,
     )
-    run_launched(["build", "--workdir", str(workdir)], processes)
+    if pending:  # starting processes only to find nothing to do costs seconds
+        run_launched(["build", "--workdir", str(workdir)], processes)
 
     # 3. Features, then the validation gate, then the card and the release folder in Hub layout.
-    _stage(f"VAE features, {processes} processes", started)
-    run_launched(["features", "--workdir", str(workdir)], processes)
+    to_embed = missing_features(workdir)
+    _stage(f"VAE features of {len(to_embed)} shards, {processes} processes", started)
+    if to_embed:
+        run_launched(["features", "--workdir", str(workdir)], processes)
     _stage("validate (integrity, leakage, reference linear-W evaluation)", started)
     try:  # a passing report of exactly these shards is kept: a rerun finishes at once
         check_validation(workdir)
