@@ -52,9 +52,13 @@ class BuildSummary:
 def distributed_state():
     """Accelerate's process state. Without an accelerator, ask for CPU (gloo) explicitly: a plain
     PartialState() then reports one process even when the launcher started several."""
+    from datetime import timedelta
+
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    # A process that finishes early waits for the others at the last barrier: give it a day,
+    # not the default half hour, before the process group gives up.
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=24))
 
 
 def load_origin(workdir: Path, origin_id: str) -> Image.Image:
@@ -138,9 +142,17 @@ def build(
     state = state or distributed_state()
     rank, world = state.process_index, state.num_processes
 
-    # 2. Agree on the pending shards before anyone builds, then take every world-th one.
-    pending = [shard for shard in plan.shards if not is_done(workdir, shard)]
-    state.wait_for_everyone()
+    # 2. Agree on the pending shards before anyone builds (the main process's view, so that a
+    # shared filesystem's stale metadata cannot give two processes different lists), then take
+    # every world-th one.
+    pending_ids = [i for i, shard in enumerate(plan.shards) if not is_done(workdir, shard)]
+    if world > 1:
+        from accelerate.utils import broadcast_object_list
+
+        holder = [pending_ids if state.is_main_process else None]
+        broadcast_object_list(holder)
+        pending_ids = holder[0]
+    pending = [plan.shards[i] for i in pending_ids]
     mine = pending[rank::world]
     others = [shard for i, shard in enumerate(pending) if i % world != rank]
     log.info(
