@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_process_group(barrier: bool) -> None:
+    """Leave a distributed run cleanly: gloo's threads abort the process (SIGABRT) if the group
+    outlives main, or if one rank tears it down while another still uses it."""
+    torch = sys.modules.get("torch")  # never import torch just for this
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if barrier:
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -62,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        _close_process_group(barrier=True)
+        return code
     except OripidError as exc:
         print(f"oripid: error: {exc}", file=sys.stderr)
         return 2
@@ -72,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `oripid ... | head` closed the pipe: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 0
+    finally:  # after an error, no barrier: the other ranks may never reach it
+        _close_process_group(barrier=False)
 
 
 if __name__ == "__main__":

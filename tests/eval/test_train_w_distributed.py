@@ -22,7 +22,10 @@ cfg = TrainWConfig(out_dim=8, epochs=1, iters_per_epoch=5, warmup_epochs=0, flat
                    include_origins=False)
 result = train_w(x, y, config=cfg, cpu=True)
 state = PartialState()
-print("RANK", state.process_index, state.num_processes, hashlib.md5(result.raw_weight.numpy().tobytes()).hexdigest())
+line = f"RANK {state.process_index} {state.num_processes} {hashlib.md5(result.raw_weight.numpy().tobytes()).hexdigest()}"
+open(f"rank{state.process_index}.txt", "w").write(line)  # one file per rank: stdout lines interleave
+state.wait_for_everyone()
+state.destroy_process_group()  # gloo's threads abort the interpreter if the group outlives it
 """
 
 
@@ -39,7 +42,7 @@ def test_two_processes_agree_and_write_once(tmp_path, planted):
     (tmp_path / "run.py").write_text(SCRIPT)
     proc = _torchrun(["run.py", "x.npy", "y.npy"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = sorted(line.split() for line in proc.stdout.splitlines() if line.startswith("RANK"))
+    ranks = sorted((tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1))
     assert [r[1:3] for r in ranks] == [["0", "2"], ["1", "2"]]
     assert ranks[0][3] == ranks[1][3]  # gradients were averaged: same weights on both ranks
 
