@@ -179,6 +179,110 @@ def test_example_model_entries_validate():
     assert registry.get("flux_schnell").architecture["transformer"].config["guidance_embeds"] is False
     assert registry.get("flux_schnell").checkpoint == "black-forest-labs/FLUX.1-schnell"
     assert registry.get("sd3").checkpoint.startswith("stabilityai/stable-diffusion-3-medium")  # not replaced
+    # FLUX.1 is guidance-distilled (one transformer call per step); flux_schnell inherits it.
+    assert registry.get("flux_dev").classifier_free_guidance is False
+    assert registry.get("flux_schnell").classifier_free_guidance is False
+    assert registry.get("sd35_large").classifier_free_guidance is True
+
+
+def test_flux_pipeline_runs_no_negative_prompt_pass_by_default():
+    """The reason for `classifier_free_guidance: false`: true CFG is off unless asked for."""
+    import inspect
+
+    from diffusers import FluxImg2ImgPipeline
+
+    parameters = inspect.signature(FluxImg2ImgPipeline.__call__).parameters
+    assert parameters["true_cfg_scale"].default == 1.0
+    assert parameters["negative_prompt"].default is None
+
+
+def _plan_cli(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "oripid", "plan", "--workdir", str(workdir), *extra])
+
+
+def test_estimate_rows_quoted_in_the_guide(tmp_path):
+    """`plan --estimate` reads W/models: SD3.5 is counted, FLUX rows are n/a with a warning."""
+    from tests.builders.workspace import make_workspace
+
+    query = ["sd2", "sd35_large", "flux_dev", "flux_schnell"]
+    workdir = make_workspace(
+        tmp_path / "w",
+        splits={"train": 1, "test": 1},
+        config={"generate": {"query": {"models": query, "prompts_per_origin": 1}}},
+    )
+    config = yaml.safe_load((workdir / "oripid.yaml").read_text())
+    config["models"], config["build"]["variant"] = {}, "real"  # the registry defaults, full size
+    (workdir / "oripid.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "models").mkdir()
+    for name in ("sd35.yaml", "flux_img2img.yaml"):
+        shutil.copy(EXAMPLES / name, workdir / "models" / name)
+    result = _plan_cli(workdir, "--estimate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in result.stdout.splitlines()[2:]}
+    guide = _guide()
+    for model in query:
+        tflop, hours = rows[("query", model)][2:]
+        if model.startswith("flux"):
+            assert (tflop, hours) == ("n/a", "n/a")
+            assert (
+                f"model '{model}': the estimate has no input recipe for FluxTransformer2DModel"
+                in result.stderr
+            )
+        else:
+            assert re.search(rf"query +{model} +5000 +[\d.]+ +{re.escape(tflop)} ", guide), model
+    assert rows[("query", "sd2")][2] == "63.1"  # the SD2 figure of section 1.3 is unchanged
+
+
+def test_plan_time_errors_quoted_in_the_guide(tmp_path):
+    from tests.builders.workspace import make_workspace
+
+    guide = _guide()
+    workdir = make_workspace(
+        tmp_path / "steps", config={"models": {"sd2": {"num_inference_steps": 2, "strength": 0.3}}}
+    )
+    result = _plan_cli(workdir)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("oripid: error: models.sd2:") and message in guide
+    workdir = make_workspace(
+        tmp_path / "twice",
+        config={"generate": {"query": {"models": ["sd2", "sdxl", "sd2"], "prompts_per_origin": 1}}},
+    )
+    result = _plan_cli(workdir)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1].strip()
+    assert message in guide, message
+
+
+def test_config_sections_quoted_in_the_guide_validate():
+    from oripid.config import DatasetConfig
+
+    quoted = [yaml.safe_load(body) for lang, body in FENCE.findall(_guide()) if lang == "yaml"]
+    sections = [q for q in quoted if isinstance(q, dict) and "key" not in q and "extends" not in q]
+    assert any("prompts" in s for s in sections)
+    for section in sections:
+        DatasetConfig.model_validate(section)  # unknown or misspelt fields raise
+
+
+def test_card_licence_of_added_and_built_in_models_is_as_the_guide_says():
+    from oripid.builders.card import UNKNOWN_LICENCE, model_licence
+
+    added = model_licence("flux_schnell", {"license": "apache-2.0"})
+    assert (added.name, added.hub_id, added.note) == (
+        "apache-2.0",
+        "apache-2.0",
+        "as declared by the model registry",
+    )
+    assert model_licence("my_model", {}) == UNKNOWN_LICENCE
+    assert (UNKNOWN_LICENCE.hub_id, UNKNOWN_LICENCE.name) == ("other", "see the model card")
+    registry = load_registry()
+    declared = {
+        key
+        for key in registry.keys()
+        if model_licence(key, {"license": registry.get(key).license}).note
+        == "as declared by the model registry"
+    }
+    assert declared == {"sd3", "colorfulxl"}  # the others keep oripid's table
 
 
 def test_entries_quoted_in_the_guide_are_the_example_files():
