@@ -134,11 +134,12 @@ def build(
     workdir = Path(workdir)
     config = config or load_config(workdir / layout.CONFIG)
     plan = read_plan(workdir)
-    if plan.config_digest != config_digest(config):
-        raise OripidError(
-            f"{workdir / layout.PLAN}: made from another config; rerun `oripid plan --workdir {workdir}`"
-        )
     registry = registry or load_registry(workdir)
+    if plan.config_digest != config_digest(config, registry):
+        raise OripidError(
+            f"{workdir / layout.PLAN}: made from another config or registry entry; "
+            f"rerun `oripid plan --workdir {workdir}`"
+        )
     state = state or distributed_state()
     rank, world = state.process_index, state.num_processes
 

@@ -83,6 +83,33 @@ MODEL_LICENCES: dict[str, ModelLicence] = {
     ),
 }
 UNKNOWN_LICENCE = ModelLicence("other", "see the model card", "not in oripid's licence table")
+# Licence identifiers the Hub's `license:` metadata accepts (the common ones); others are `other`.
+HUB_LICENCE_IDS = {
+    "apache-2.0",
+    "mit",
+    "openrail",
+    "openrail++",
+    "creativeml-openrail-m",
+    "bigscience-openrail-m",
+    "cc0-1.0",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-4.0",
+    "cc-by-nc-sa-4.0",
+    "cc-by-nc-nd-4.0",
+    "cc-by-nd-4.0",
+    "bsd-2-clause",
+    "bsd-3-clause",
+    "gpl-3.0",
+    "lgpl-3.0",
+    "agpl-3.0",
+    "mpl-2.0",
+    "llama2",
+    "llama3",
+    "gemma",
+    "other",
+    "unknown",
+}
 
 CITATION_KEY = "wang2025origin"
 
@@ -177,10 +204,17 @@ def model_settings(group: ShardGroup) -> dict[str, Any]:
 
 
 def model_licence(model: str, settings: dict[str, Any]) -> ModelLicence:
+    """The table's licence for a model oripid knows, unless its shards declare another one.
+
+    The Hub's `license:` metadata takes its own identifiers; any other declared licence is
+    published as `other` with the declared name.
+    """
     declared = settings.get("licence") or settings.get("license")
     known = MODEL_LICENCES.get(model)
-    if declared and (known is None or declared != known.hub_id):
-        return ModelLicence(str(declared), str(declared), "as declared by the model registry")
+    if declared:
+        hub_id = declared if declared in HUB_LICENCE_IDS else "other"
+        if known is None or hub_id != known.hub_id:
+            return ModelLicence(hub_id, str(declared), "as declared by the model registry")
     return known or UNKNOWN_LICENCE
 
 

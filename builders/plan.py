@@ -76,37 +76,32 @@ def _sha256(value) -> str:
 
 
 def generation_settings(config: DatasetConfig, entry=None) -> dict:
-    """What decides the bytes of a model's shards (not validation, device or queue sizes)."""
-    build = config.build
-    settings = {
-        "seed": config.seed,
-        "image": config.image.model_dump(),
-        "build": {
-            "variant": build.variant,
-            "batch_size": build.batch_size,
-            "resize": build.resize,
-            "cpu_threads": build.cpu_threads,
-            "nonfinite_retries": build.nonfinite_retries,
-            "min_oom_batch_size": build.min_oom_batch_size,
-        },
-    }
+    """What decides a shard's pixels: for origin shards the image format; for generated ones also
+    the seed, variant, resize policy and the model's registry entry and overrides. Execution
+    choices (batch size, retries, threads, device, queues) are left out: changing them after an
+    out-of-memory error must not rebuild finished shards."""
+    settings: dict = {"image": config.image.model_dump()}
     if entry is not None:
         override = config.models.get(entry.key)
-        settings["model"] = {
-            "entry": entry.model_dump(mode="json"),
-            "override": override.model_dump(mode="json") if override else None,
-        }
+        settings.update(
+            seed=config.seed,
+            variant=config.build.variant,
+            resize=config.build.resize,
+            entry=entry.model_dump(mode="json"),
+            override=override.model_dump(mode="json") if override else None,
+        )
     return settings
 
 
-def config_digest(config: DatasetConfig) -> str:
-    """The parts of the config a plan is made from; a plan from other ones is stale."""
+def config_digest(config: DatasetConfig, registry) -> str:
+    """What a plan is made from: the generated splits, shard sizes and every used model's
+    settings (registry entries included). A plan made from other ones is stale."""
+    models = sorted({m for build in config.generate.values() for m in build.models})
     return _sha256(
         {
             "generate": config.model_dump(mode="json")["generate"],
             "shards": config.shards.model_dump(),
-            "models": config.model_dump(mode="json")["models"],
-            **generation_settings(config),
+            "models": {m: generation_settings(config, registry.get(m)) for m in models},
         }
     )
 
@@ -209,7 +204,7 @@ def make_plan(config: DatasetConfig, workdir: Path, registry=None) -> Plan:
     return Plan(
         seed=config.seed,
         variant=config.build.variant,
-        config_digest=config_digest(config),
+        config_digest=config_digest(config, registry),
         shards=shards,
         unplanned=unplanned,
     )

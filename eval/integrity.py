@@ -44,6 +44,7 @@ def check_integrity(workdir: str | Path, plan: Plan, max_failed_fraction: float)
     problems: dict[str, list[str]] = {
         "pending_shards": [],
         "stale_shards": [],
+        "unplanned_files": [],
         "unreadable_shards": [],
         "missing": [],
         "duplicated": [],
@@ -95,6 +96,18 @@ def check_integrity(workdir: str | Path, plan: Plan, max_failed_fraction: float)
                 problems["hash_mismatch"].append(key)
         for key in set(shard_keys) - set(samples) - failed_keys:
             problems["missing"].append(key)
+    # Files of shards the plan no longer holds (a model removed, a re-split) would be published.
+    planned_files = {
+        path
+        for shard in plan.shards
+        for kind, path in layout.shard_paths(workdir, shard.split, shard.model, shard.index).items()
+        if kind != "partial"
+    }
+    problems["unplanned_files"] = sorted(
+        path.relative_to(workdir).as_posix()
+        for path in (workdir / layout.DATA_DIR).rglob("*")
+        if path.is_file() and path not in planned_files and not path.name.endswith(".partial")
+    )
     problems["duplicated"] = sorted(k for k, n in seen.items() if n > 1)
     problems["unexpected"] = sorted(set(seen) - set(planned))
     total = sum(planned.values())

@@ -282,7 +282,9 @@ def test_card_licence_of_added_and_built_in_models_is_as_the_guide_says():
         if model_licence(key, {"license": registry.get(key).license}).note
         == "as declared by the model registry"
     }
-    assert declared == {"sd3", "colorfulxl"}  # the others keep oripid's table
+    assert declared == set()  # built-in models keep oripid's table (SD3's custom licence maps to `other`)
+    custom = model_licence("flux_dev", {"license": "flux-1-dev-non-commercial-license"})
+    assert (custom.hub_id, custom.name) == ("other", "flux-1-dev-non-commercial-license")
 
 
 def test_entries_quoted_in_the_guide_are_the_example_files():

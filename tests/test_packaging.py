@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,7 +19,17 @@ SUBPACKAGES = ["oripid", "oripid.builders", "oripid.prompts", "oripid.models_reg
 
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv(tmp_path):
-    # --no-isolation: the build backend comes from this environment, so no network is needed.
+    # Build from a copy of the tracked files, so that no build/ folder of an earlier run leaks in,
+    # and with --no-isolation: the build backend comes from this environment (no network).
+    source = tmp_path / "source"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    for name in tracked.splitlines():
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_symlink():
+            target.symlink_to(os.readlink(REPO / name))
+        elif (REPO / name).is_file():
+            shutil.copy2(REPO / name, target)
     subprocess.run(
         [
             sys.executable,
@@ -27,7 +39,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
             "--no-isolation",
             "--outdir",
             str(tmp_path / "dist"),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -295,10 +295,10 @@ def test_stale_plan_and_bad_config_are_refused(tmp_path):
     workdir = make_workspace(tmp_path / "w")
     _plan(workdir)
     config_path = workdir / layout.CONFIG
-    config_path.write_text(config_path.read_text().replace("batch_size: 2", "batch_size: 3"))
+    config_path.write_text(config_path.read_text() + "image: {format: png}\n")
     with pytest.raises(OripidError, match="rerun `oripid plan"):
         build(workdir)
-    config_path.write_text(config_path.read_text().replace("batch_size: 3", "batch_size: 0"))
+    config_path.write_text(config_path.read_text().replace("batch_size: 2", "batch_size: 0"))
     with pytest.raises(OripidError, match="build.batch_size"):
         load_config(config_path)
 
@@ -356,3 +356,22 @@ def test_a_model_listed_twice_is_refused(tmp_path):
             config={"generate": {"query": {"models": ["sd2", "sd2"], "prompts_per_origin": 1}}},
         )
         load_config(tmp_path / "w" / layout.CONFIG)
+
+
+def test_an_edited_registry_entry_makes_the_plan_stale_and_batch_size_does_not_rebuild(tmp_path):
+    workdir = make_workspace(tmp_path / "w")
+    _plan(workdir)
+    build(workdir)
+    (workdir / "models").mkdir()
+    (workdir / "models" / "sdxl.yaml").write_text("extends: sdxl\ndefaults: {guidance_scale: 2.0}\n")
+    with pytest.raises(OripidError, match="another config or registry entry"):
+        build(workdir)
+    _plan(workdir)
+    rebuilt = build(workdir)
+    assert rebuilt.shards_built == len([s for s in read_plan(workdir).shards if s.model == "sdxl"])
+
+    # Execution settings (batch size, retries) do not decide pixels: nothing is rebuilt.
+    config_path = workdir / layout.CONFIG
+    config_path.write_text(config_path.read_text().replace("batch_size: 2", "batch_size: 1"))
+    _plan(workdir)
+    assert build(workdir).shards_built == 0

@@ -150,3 +150,12 @@ def test_a_shard_changed_after_validation_makes_the_report_stale(workdir):
         t.addfile(info, io.BytesIO(b"abc"))
     with pytest.raises(OripidError, match="stale"):
         check_validation(workdir)
+
+
+def test_files_of_shards_the_plan_no_longer_holds_are_caught(workdir):
+    stray = layout.shard_dir(workdir, "query", "sd3") / "query-sd3-000000.tar"
+    stray.parent.mkdir(parents=True)
+    shutil.copy(_first_tar(workdir), stray)
+    integrity = validate(workdir)["checks"]["integrity"]
+    assert not integrity["passed"]
+    assert integrity["examples"]["unplanned_files"] == ["data/query/sd3/query-sd3-000000.tar"]
