@@ -19,22 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import matmul_rate
 
 from oripid.eval.arrays import iter_row_chunks, open_features
 from oripid.eval.closed_form import ScatterAccumulator
 
 FULL_ROWS, FULL_ORIGINS = 2_000_000, 100_000
-
-
-def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def write_chunks(folder: Path, rows: int, per_origin: int, dim: int, chunk: int) -> np.ndarray:

@@ -13,22 +13,11 @@ import os
 import time
 
 import torch
+from machine import matmul_rate
 
 from oripid.eval.matcher import match
 
 PAPER_S_PER_PAIR = 0.53e-10
-
-
-def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """Best-of float32 square matmul rate, FLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def timed(fn):
@@ -47,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()}")
-    flops = matmul_flops()
+    flops = matmul_rate()
     print(
         f"float32 matmul: {flops / 1e9:.1f} GFLOP/s -> ideal {flops / (2 * args.dim):.3e} pairs/s at d={args.dim}"
     )

@@ -13,25 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 
 import numpy as np
 import torch
+from machine import matmul_rate
 
 from oripid.eval.train_w import TrainWConfig, train_w
 
 PAPER_HOURS = 0.17
-
-
-def matmul_flops(n: int = 2048, repeats: int = 3) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def main() -> None:
@@ -43,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.INFO)
     print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()}")
-    rate = matmul_flops()
+    rate = matmul_rate()
     rng = np.random.default_rng(0)
     features = rng.standard_normal((args.classes, args.dim), dtype=np.float32)
     labels = np.arange(args.classes)

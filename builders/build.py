@@ -23,7 +23,6 @@ from oripid.builders import layout
 from oripid.builders.generate import Img2ImgRunner, settings_for
 from oripid.builders.plan import (
     ORIGIN_MODEL,
-    Plan,
     ShardPlan,
     config_digest,
     is_done,
@@ -97,16 +96,14 @@ def _batches(samples: list[tuple[str, int]], batch_size: int) -> list[list[tuple
 class _Progress:
     """One bar on the main process: its own samples plus other processes' finished shards."""
 
-    def __init__(self, enabled: bool, total: int, workdir: Path, plan: Plan, mine: set[str]):
+    def __init__(self, enabled: bool, total: int, workdir: Path):
         from tqdm.auto import tqdm
 
-        self.enabled, self.workdir, self.plan, self.mine = enabled, workdir, plan, mine
+        self.enabled, self.workdir = enabled, workdir
         self.bar = tqdm(total=total, unit="img", desc="build", disable=not enabled, dynamic_ncols=True)
-        self.own = 0
         self.others = 0
 
     def add(self, count: int) -> None:
-        self.own += count
         self.bar.update(count)
 
     def refresh_others(self, pending_others: list[ShardPlan]) -> None:
@@ -173,7 +170,7 @@ def build(
     writer = BackgroundShardWriter(
         workdir, config.image.format, config.image.quality, config.build.writer_queue
     )
-    progress = _Progress(state.is_main_process, sum(len(s.samples) for s in pending), workdir, plan, set())
+    progress = _Progress(state.is_main_process, sum(len(s.samples) for s in pending), workdir)
     summary = BuildSummary(rank=rank, world_size=world)
     log_path = workdir / layout.LOGS_DIR / f"build-rank{rank}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from oripid.builders.generate import Img2ImgRunner, settings_for
 from oripid.builders.plan import make_plan, read_plan, write_plan
 from oripid.config import load_config
 from oripid.errors import OripidError
+from oripid.launch import accelerate_command
 from oripid.models_registry.loader import load_pipeline
 from oripid.models_registry.registry import ORIPID_MODELS, load_registry
 from tests.builders.workspace import make_workspace
@@ -70,12 +70,6 @@ def test_rebuild_of_finished_workspace_does_nothing(tmp_path):
     assert _data_files(workdir) == before
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_give_the_same_files_as_one(tmp_path):
     single = make_workspace(tmp_path / "single")
@@ -85,30 +79,8 @@ def test_two_processes_give_the_same_files_as_one(tmp_path):
     double = make_workspace(tmp_path / "double")
     _plan(double)
     # `--cpu --num_processes 2` would start one process; --multi_gpu starts two even without a GPU.
-    result = _run_cli(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(_free_port()),
-            "-m",
-            "oripid",
-            "build",
-            "--workdir",
-            str(double),
-        ],
-        timeout=600,
-    )
+    # oripid's launcher: `--multi_gpu` starts two processes even without a GPU (`--cpu` would not).
+    result = _run_cli(accelerate_command(["build", "--workdir", str(double)], processes=2), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0 of world size 2" in result.stderr
     assert "rank 1 of world size 2" in result.stderr
