@@ -95,34 +95,36 @@ def _query_images(workdir: Path, model: str, limit: int) -> tuple[list[Image.Ima
 
 def _robustness(workdir, config, registry, models, gallery_x, gallery_y, weight) -> list[dict]:
     """Learned-W mAP per model when the queries are blurred or re-encoded as JPEG."""
+    from oripid.eval.reference_eval import evaluate_perturbations
     from oripid.eval.robustness import default_perturbations, perturb_all
     from oripid.models_registry.loader import load_vae
 
     settings = config.validation
     entry = registry.get(settings.vae_model)
-    feature_settings = FeatureSettings(settings.vae_model, config.build.variant)
     vae = load_vae(entry, config.build.variant, dtype="float32")
-    size = feature_settings.image_size(entry)
+    size = FeatureSettings(settings.vae_model, config.build.variant).image_size(entry)
+    batch = settings.feature_batch_size
     perturbations = default_perturbations(settings.blur_radii, settings.jpeg_qualities)
     queries = {m: _query_images(workdir, m, settings.robustness_queries_per_model) for m in models}
-    rows = []
-    for perturbation in perturbations:
-        features, labels = {}, {}
-        for model, (images, origins) in queries.items():
-            if not images:
-                continue
-            perturbed = perturb_all(images, [perturbation])[perturbation.name]
+    queries = {m: q for m, q in queries.items() if q[0]}
+    perturbed: dict[str, dict[str, np.ndarray]] = {p.name: {} for p in perturbations}
+    for model, (images, _) in queries.items():
+        for name, changed in perturb_all(images, perturbations).items():
             chunks = [
-                encode(vae, to_model_input(perturbed[i : i + 32], size), "mean")
-                for i in range(0, len(perturbed), 32)
+                encode(vae, to_model_input(changed[i : i + batch], size), "mean")
+                for i in range(0, len(changed), batch)
             ]
-            features[model], labels[model] = torch.cat(chunks).numpy(), np.array(origins)
-        if features:
-            table = evaluate_features(
-                features, labels, gallery_x, gallery_y, weight=weight, seen_models=settings.seen_models
-            )
-            rows += [{"perturbation": perturbation.name, **row} for row in table]
-    return rows
+            perturbed[name][model] = torch.cat(chunks).numpy()
+    if not queries:
+        return []
+    return evaluate_perturbations(
+        perturbed,
+        {m: np.array(origins) for m, (_, origins) in queries.items()},
+        gallery_x,
+        gallery_y,
+        weight=weight,
+        seen_models=settings.seen_models,
+    )
 
 
 def _contact_sheets(workdir: Path, models: list[str], out_dir: Path, per_model: int = 6) -> list[str]:
