@@ -2,7 +2,8 @@
 
 Each family mirrors its real model's pipeline class, components and scheduler at a few hundred
 thousand parameters, so the tests and the demo run the same `from_pretrained` path as real
-checkpoints. Weights come from a fixed seed: the same family always gives the same weights.
+checkpoints. The `tiny_*` helpers are the building blocks of a user's own tiny builder
+(`tiny.builder` in a registry entry; see docs/examples/flux_tiny.py). Weights come from a fixed seed: the same family always gives the same weights.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def tiny_t5_tokenizer():
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
-def _clip_text_config(projection_dim: int | None = None, hidden_size: int = 32):
+def tiny_clip_text_config(projection_dim: int | None = None, hidden_size: int = 32):
     from transformers import CLIPTextConfig
 
     vocab_size = len(tiny_clip_tokenizer())
@@ -72,7 +73,7 @@ def _clip_text_config(projection_dim: int | None = None, hidden_size: int = 32):
     )
 
 
-def _t5_encoder(d_model: int):
+def tiny_t5_encoder(d_model: int):
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
@@ -89,7 +90,7 @@ def _t5_encoder(d_model: int):
     return T5EncoderModel(config)
 
 
-def _sd_vae(latent_channels: int = 4, **extra):
+def tiny_vae(latent_channels: int = 4, **extra):
     from diffusers import AutoencoderKL
 
     # Two blocks: scale factor 2. One block (factor 1) makes SD3 twenty times slower.
@@ -130,8 +131,8 @@ def build_sd2():
     from transformers import CLIPTextModel
 
     return StableDiffusionImg2ImgPipeline(
-        vae=_sd_vae(),
-        text_encoder=CLIPTextModel(_clip_text_config()),
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(tiny_clip_text_config()),
         tokenizer=tiny_clip_tokenizer(),
         unet=_unet(cross_attention_dim=32),
         scheduler=DDIMScheduler(
@@ -153,9 +154,9 @@ def build_sdxl():
 
     time_dim, pooled_dim = 8, 32
     return StableDiffusionXLImg2ImgPipeline(
-        vae=_sd_vae(force_upcast=True),
-        text_encoder=CLIPTextModel(_clip_text_config()),
-        text_encoder_2=CLIPTextModelWithProjection(_clip_text_config(projection_dim=pooled_dim)),
+        vae=tiny_vae(force_upcast=True),
+        text_encoder=CLIPTextModel(tiny_clip_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(tiny_clip_text_config(projection_dim=pooled_dim)),
         tokenizer=tiny_clip_tokenizer(),
         tokenizer_2=tiny_clip_tokenizer(),
         # cross attention sees both text encoders' hidden states side by side: 32 + 32
@@ -204,7 +205,7 @@ def build_kandinsky3():
     )
     return Kandinsky3Img2ImgPipeline(
         tokenizer=tiny_t5_tokenizer(),
-        text_encoder=_t5_encoder(t5_dim),
+        text_encoder=tiny_t5_encoder(t5_dim),
         unet=unet,
         scheduler=scheduler,
         movq=movq,
@@ -236,18 +237,18 @@ def build_sd3():
     return StableDiffusion3Img2ImgPipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=_sd_vae(
+        vae=tiny_vae(
             latent_channels=16,
             use_quant_conv=False,
             use_post_quant_conv=False,
             shift_factor=0.0609,
             scaling_factor=1.5305,
         ),
-        text_encoder=CLIPTextModelWithProjection(_clip_text_config(projection_dim=clip_dim)),
+        text_encoder=CLIPTextModelWithProjection(tiny_clip_text_config(projection_dim=clip_dim)),
         tokenizer=tiny_clip_tokenizer(),
-        text_encoder_2=CLIPTextModelWithProjection(_clip_text_config(projection_dim=clip_dim)),
+        text_encoder_2=CLIPTextModelWithProjection(tiny_clip_text_config(projection_dim=clip_dim)),
         tokenizer_2=tiny_clip_tokenizer(),
-        text_encoder_3=_t5_encoder(t5_dim),
+        text_encoder_3=tiny_t5_encoder(t5_dim),
         tokenizer_3=tiny_t5_tokenizer(),
     )
 
@@ -311,7 +312,7 @@ def build_kolors():
         if type(module).__name__ == "RMSNorm":
             torch.nn.init.ones_(module.weight)
     return KolorsImg2ImgPipeline(
-        vae=_sd_vae(force_upcast=True),
+        vae=tiny_vae(force_upcast=True),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=_unet(

@@ -12,44 +12,21 @@ from __future__ import annotations
 
 
 def build_flux_img2img():
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxImg2ImgPipeline,
-        FluxTransformer2DModel,
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxImg2ImgPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    # oripid's tiny building blocks: byte-level tokenizers, small text encoders, a 2-block VAE.
+    from oripid.models_registry.tiny import (
+        tiny_clip_text_config,
+        tiny_clip_tokenizer,
+        tiny_t5_encoder,
+        tiny_t5_tokenizer,
+        tiny_vae,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from oripid.models_registry.tiny import tiny_clip_tokenizer, tiny_t5_tokenizer
-
-    clip_tokenizer, t5_tokenizer = tiny_clip_tokenizer(), tiny_t5_tokenizer()
     clip_dim, t5_dim, latent_channels = 32, 32, 4
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_size=clip_dim,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            vocab_size=len(clip_tokenizer),
-        )
-    )
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=t5_dim,
-            d_ff=37,
-            d_kv=8,
-            num_layers=2,
-            num_heads=4,
-            dropout_rate=0.0,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
+    text_encoder = CLIPTextModel(tiny_clip_text_config(hidden_size=clip_dim))
+    text_encoder_2 = tiny_t5_encoder(t5_dim)
     # FLUX packs 2x2 latent patches into tokens: in_channels = 4 x latent_channels, and the
     # rotary axes (16 + 8 + 8) add up to attention_head_dim.
     transformer = FluxTransformer2DModel(
@@ -64,15 +41,8 @@ def build_flux_img2img():
         guidance_embeds=True,
         axes_dims_rope=[16, 8, 8],
     )
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    vae = tiny_vae(
         latent_channels=latent_channels,
-        norm_num_groups=32,
-        sample_size=64,
         use_quant_conv=False,
         use_post_quant_conv=False,
         scaling_factor=0.3611,
@@ -82,8 +52,8 @@ def build_flux_img2img():
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=clip_tokenizer,
+        tokenizer=tiny_clip_tokenizer(),
         text_encoder_2=text_encoder_2,
-        tokenizer_2=t5_tokenizer,
+        tokenizer_2=tiny_t5_tokenizer(),
         transformer=transformer,
     )

@@ -11,7 +11,7 @@ def build():
     )
     from transformers import CLIPTextModel
 
-    from oripid.models_registry.tiny import _clip_text_config, _sd_vae, tiny_clip_tokenizer
+    from oripid.models_registry.tiny import tiny_clip_text_config, tiny_clip_tokenizer, tiny_vae
 
     # InstructPix2Pix conditions on the image latents by concatenation: 8 input channels.
     unet = UNet2DConditionModel(
@@ -25,8 +25,8 @@ def build():
         cross_attention_dim=32,
     )
     return StableDiffusionInstructPix2PixPipeline(
-        vae=_sd_vae(),
-        text_encoder=CLIPTextModel(_clip_text_config()),
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(tiny_clip_text_config()),
         tokenizer=tiny_clip_tokenizer(),
         unet=unet,
         scheduler=EulerAncestralDiscreteScheduler(
