@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from docs_section import DOCS, replace_docs_section
 from PIL import Image
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "## Ingest"
 
 
@@ -94,15 +94,7 @@ def write_docs(results: list[dict], machine: str) -> None:
             "deduplication and numbering step). Workers hold one chunk of images at a time, so their peak "
             "does not depend on the count.",
         ]
-    section = "\n".join(lines) + "\n"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if SECTION in text:  # replace only our section, up to the next "## " heading
-        head, _, rest = text.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text)
+    replace_docs_section(SECTION, "\n".join(lines) + "\n")
 
 
 def main() -> None:

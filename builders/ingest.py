@@ -5,7 +5,8 @@ Entry: `ingest_origins(src, workdir, **options) -> IngestSummary`.
 Writes, under the workspace:
 - `origins/images/<origin_id>.png`: every accepted origin as 8-bit RGB, EXIF orientation applied,
   converted as its manifest row records. Later stages read origins from here and only here.
-- `origins/manifest.parquet`: one row per source entry (accepted, duplicate or rejected).
+- `origins/manifest.parquet`: one row per source entry (accepted, duplicate or rejected), in
+  the source's order.
 - `origins/ingest.json`: counts by status, reason and conversion, throughput, the settings.
 
 Id rule (stable across reruns, input order and source kind): the accepted origins are sorted by
@@ -15,6 +16,12 @@ file name without extension). The default `T{index:06d}` gives OriPID-style name
 numbering, adding images to the source renumbers the origins after them, so use a hash pattern
 such as `O{hash:.12}` when ids must survive additions, or `{stem}` to keep the file names of a
 set that is already named (OriPID's `T000000.jpg`); `{stem}` ids depend on the source's names.
+
+Memory: decoded rows stream to a temporary table on disk; deduplication and numbering run on
+compact arrays (about 60 bytes per image), so a million images stay within a few hundred MiB.
+
+Stages, one module each: `origins_sources` (read) -> `origins_decode` (process, in worker
+processes) -> `origins_resolve` + `origins_dedup` (decide) -> `origins_manifest` (write).
 """
 
 from __future__ import annotations
@@ -23,48 +30,33 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from oripid.builders import layout
-from oripid.builders.origins_decode import DecodeSettings, decode_item
-from oripid.builders.origins_dedup import MAX_THRESHOLD, hamming, leader_clusters
+from oripid.builders.origins_decode import DecodeSettings, decode_item, empty_row
+from oripid.builders.origins_dedup import MAX_THRESHOLD
+from oripid.builders.origins_manifest import (
+    IMAGES_DIR,
+    MANIFEST_SCHEMA,
+    remove_stale_images,
+    write_manifest,
+)
+from oripid.builders.origins_resolve import DecodedKeys, KeyCollector, resolve
 from oripid.builders.origins_sources import SOURCE_KINDS, SourceItem, iter_source
 from oripid.errors import OripidError, validated
 
-IMAGES_DIR = layout.ORIGIN_IMAGES_DIR  # origins/images/<origin_id>.png
 INGEST_SUMMARY = "origins/ingest.json"
-STATUSES = ("ok", "duplicate", "rejected")
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("origin_id", pa.string()),  # null unless status == "ok"
-        ("source", pa.string()),  # path relative to SRC, or table/shard reference
-        ("image", pa.string()),  # normalised origin, relative to the workspace (ok rows)
-        ("sha256", pa.string()),  # of the decoded, normalised RGB pixels (with the size)
-        ("file_sha256", pa.string()),  # of the encoded file bytes as read
-        ("phash", pa.string()),  # 64-bit DCT perceptual hash (imagehash.phash), 16 hex digits
-        ("width", pa.int32()),  # after EXIF orientation
-        ("height", pa.int32()),
-        ("mode", pa.string()),  # Pillow mode of the file before conversion
-        ("format", pa.string()),
-        ("conversion", pa.string()),  # what was done to reach RGB ("" when nothing)
-        ("status", pa.string()),  # ok | duplicate | rejected
-        ("reason", pa.string()),  # code: exact_duplicate, near_duplicate, too_small, decode_error, ...
-        ("detail", pa.string()),  # the human explanation of the reason
-        ("duplicate_of", pa.string()),  # origin_id a duplicate collapsed onto
-        ("split", pa.string()),  # filled by `oripid splits`
-    ]
-)
+DECODED_ROWS = "origins/.ingest-rows.parquet"  # temporary: decoded rows in source order
+_ROWS_PER_BATCH = 4096
 
 
 class IngestConfig(BaseModel):
@@ -160,44 +152,33 @@ def ingest_origins(src: str | os.PathLike, workdir: str | os.PathLike, **options
         staging_dir=str(staging),
     )
 
-    # 2. Decode everything, streaming: rows become compact Arrow batches, images go to disk.
+    # 2. Decode, streaming, into a temporary table in source order; keep only compact keys.
     started = time.perf_counter()
-    batches: list[pa.RecordBatch] = []
-    pending: list[dict] = []
-    with tqdm(desc="ingest", unit="img", disable=not cfg.progress, smoothing=0.1) as bar:
-        for rows in _decode_all(items, settings, workers, cfg.chunk_size):
-            pending.extend(rows)
-            bar.update(len(rows))
-            if len(pending) >= 4096:
-                batches.append(_to_batch(pending))
-                pending = []
-    if pending or not batches:
-        batches.append(_to_batch(pending))
+    rows_path = workdir / DECODED_ROWS
+    decoded = _decode_all(items, settings, workers, cfg.chunk_size)
+    keys = store_decoded_rows(decoded, rows_path, progress=cfg.progress)
     seconds = time.perf_counter() - started
-    table = pa.Table.from_batches(batches)
 
     # 3. Collapse exact and near duplicates, then number the survivors by content hash.
-    table = _resolve(table, cfg)
+    resolution = resolve(keys, rows_path, cfg.id_pattern, cfg.near_duplicate_threshold)
 
-    # 4. Put each accepted origin's PNG under its id, drop staged copies and stale files.
-    _place_images(table, workdir, staging)
-    manifest = workdir / layout.ORIGINS_MANIFEST
-    write_parquet_atomic(table, manifest)
+    # 4. Write the manifest batch by batch, moving each accepted origin's PNG under its id.
+    counts = write_manifest(rows_path, resolution, workdir, staging)
+    remove_stale_images(workdir / IMAGES_DIR, resolution.ids)
+    shutil.rmtree(staging, ignore_errors=True)
+    rows_path.unlink()
 
     # 5. Summary, written last.
-    statuses = Counter(table.column("status").to_pylist())
-    reasons = Counter(r for r in table.column("reason").to_pylist() if r)
-    conversions = Counter(c for c in table.column("conversion").to_pylist() if c)
     summary = IngestSummary(
         manifest=layout.ORIGINS_MANIFEST,
-        total=table.num_rows,
-        ok=statuses["ok"],
-        duplicate=statuses["duplicate"],
-        rejected=statuses["rejected"],
-        reasons=dict(sorted(reasons.items())),
-        conversions=dict(sorted(conversions.items())),
+        total=keys.rows,
+        ok=counts.statuses["ok"],
+        duplicate=counts.statuses["duplicate"],
+        rejected=counts.statuses["rejected"],
+        reasons=dict(sorted(counts.reasons.items())),
+        conversions=dict(sorted(counts.conversions.items())),
         seconds=round(seconds, 3),
-        images_per_second=round(table.num_rows / seconds, 1) if seconds > 0 else 0.0,
+        images_per_second=round(keys.rows / seconds, 1) if seconds > 0 else 0.0,
         workers=workers,
         config=cfg.model_dump(mode="json"),
     )
@@ -230,154 +211,55 @@ def _chunks(items: Iterable[SourceItem], size: int) -> Iterator[list[SourceItem]
 def _decode_all(
     items: Iterable[SourceItem], settings: DecodeSettings, workers: int, chunk_size: int
 ) -> Iterator[list[dict]]:
-    """Decode on `workers` processes with a bounded number of chunks in flight.
+    """Decode on `workers` processes with a bounded number of chunks in flight, in input order.
 
     Bounded submission (not `Pool.imap`, which drains its input eagerly) is what keeps memory
-    flat when the source carries the image bytes (parquet, HF datasets, tars).
+    flat when the source carries the image bytes (parquet, HF datasets, tars). Results come
+    back in submission order, so the manifest's row order does not depend on worker timing.
     """
     if workers == 1:
         for chunk in _chunks(items, chunk_size):
             yield _decode_chunk(chunk, settings)
         return
-    executor: Executor
     with ProcessPoolExecutor(max_workers=workers) as executor:
-        in_flight: set[Future] = set()
+        in_flight: deque[Future] = deque()
         for chunk in _chunks(items, chunk_size):
             if len(in_flight) >= workers * 4:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-            in_flight.add(executor.submit(_decode_chunk, chunk, settings))
-        for future in in_flight:
-            yield future.result()
+                yield in_flight.popleft().result()
+            in_flight.append(executor.submit(_decode_chunk, chunk, settings))
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
-def _to_batch(rows: list[dict]) -> pa.RecordBatch:
-    fields = [f for f in MANIFEST_SCHEMA if f.name in (rows[0] if rows else _decode_fields())]
-    schema = pa.schema(fields)
-    return pa.RecordBatch.from_pylist(rows, schema=schema)
+def store_decoded_rows(
+    row_lists: Iterable[list[dict]], rows_path: Path, *, progress: bool = False
+) -> DecodedKeys:
+    """Write decoded rows (as `decode_item` returns them) to the table at `rows_path`, in the
+    order given; return the keys that resolution needs.
 
-
-def _decode_fields() -> set[str]:
-    from oripid.builders.origins_decode import empty_row
-
-    return set(empty_row(""))
-
-
-def _resolve(table: pa.Table, cfg: IngestConfig) -> pa.Table:
-    """Fill origin_id, status, reason, detail and duplicate_of for every row, sorted for output.
-
-    Every choice depends on content, never on arrival order: among rows with the same pixels
-    the smallest source reference is kept; among near duplicates the largest picture (then the
-    smallest hash) leads, and each other picture joins the first leader within the threshold.
-    Works on the few columns it needs (plain lists), not on row dicts, to keep per-image memory low.
+    Rows go to disk in batches as they arrive, so memory holds one batch plus the compact keys.
     """
-    # Only the columns decisions need become Python lists; the rest stay in Arrow.
-    needed = ("status", "sha256", "source", "phash", "width", "height", "reason", "detail")
-    col = {name: table.column(name).to_pylist() for name in needed}
-    n = table.num_rows
-    status, sha, source, phash = col["status"], col["sha256"], col["source"], col["phash"]
-    origin_id: list[str | None] = [None] * n
-    duplicate_of: list[str | None] = [None] * n
-    by_hash: dict[str, list[int]] = {}
-    for i in range(n):
-        if status[i] == "ok":
-            by_hash.setdefault(sha[i], []).append(i)
-    for group in by_hash.values():
-        group.sort(key=source.__getitem__)
+    schema = pa.schema([MANIFEST_SCHEMA.field(name) for name in empty_row("")])
+    collector = KeyCollector()
+    pending: list[dict] = []
 
-    def area(h: str) -> int:
-        first = by_hash[h][0]
-        return col["width"][first] * col["height"][first]
+    def flush(writer: pq.ParquetWriter) -> None:
+        writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=schema))
+        collector.add(pending)
+        pending.clear()
 
-    contents = sorted(by_hash, key=lambda h: (-area(h), h))
-    if cfg.near_duplicate_threshold is None:
-        leader_of = list(range(len(contents)))
-    else:
-        leader_of = leader_clusters(
-            [int(phash[by_hash[h][0]], 16) for h in contents], cfg.near_duplicate_threshold
-        )
-    leaders = sorted(contents[i] for i, lead in enumerate(leader_of) if lead == i)
-    ids = {
-        h: cfg.id_pattern.format(index=i, hash=h, stem=_stem(source[by_hash[h][0]]))
-        for i, h in enumerate(leaders)
-    }
-    if len(set(ids.values())) != len(ids):
-        raise OripidError(
-            f"id_pattern {cfg.id_pattern!r} gives two origins the same id: use more hash digits or {{index}}"
-        )
-    bad = next((v for v in ids.values() if not v or "." in v or "/" in v), None)
-    if bad is not None:
-        raise OripidError(
-            f"id_pattern {cfg.id_pattern!r} made the id {bad!r}: ids may not be empty or hold '.' or '/'"
-        )
-
-    for position, h in enumerate(contents):
-        group = by_hash[h]
-        lead = contents[leader_of[position]]
-        origin = ids[lead]
-        if lead == h:
-            keeper = group[0]
-            origin_id[keeper] = origin
-            for i in group[1:]:
-                status[i], col["reason"][i], duplicate_of[i] = "duplicate", "exact_duplicate", origin
-                col["detail"][i] = f"same pixels as {source[keeper]}"
-        else:
-            distance = hamming(int(phash[group[0]], 16), int(phash[by_hash[lead][0]], 16))
-            for i in group:
-                status[i], col["reason"][i], duplicate_of[i] = "duplicate", "near_duplicate", origin
-                col["detail"][i] = f"phash distance {distance} <= {cfg.near_duplicate_threshold} to {origin}"
-
-    rank = {s: i for i, s in enumerate(STATUSES)}
-    new = {
-        "origin_id": origin_id,
-        "duplicate_of": duplicate_of,
-        "status": status,
-        "reason": col["reason"],
-        "detail": col["detail"],
-        "image": [f"{IMAGES_DIR}/{o}.png" if o else None for o in origin_id],
-        "split": [None] * n,
-    }
-    arrays = [
-        pa.array(new[f.name], f.type) if f.name in new else table.column(f.name) for f in MANIFEST_SCHEMA
-    ]
-    resolved = pa.Table.from_arrays(arrays, schema=MANIFEST_SCHEMA)
-    # Output order: ok by id, then duplicates by the origin they joined, then rejected; ties by source.
-    keys = pa.table(
-        {
-            "rank": pa.array([rank[x] for x in status], pa.int8()),
-            "key": pa.array([o or d or "" for o, d in zip(origin_id, duplicate_of, strict=True)]),
-            "source": resolved.column("source"),
-        }
-    )
-    indices = pc.sort_indices(
-        keys, sort_keys=[("rank", "ascending"), ("key", "ascending"), ("source", "ascending")]
-    )
-    return resolved.take(indices)
-
-
-def _stem(source: str) -> str:
-    """The file name of a source reference without folders or extension (`a/b/T000001.jpg` -> `T000001`)."""
-    name = source.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
-    return name.split(".", 1)[0]
-
-
-def _place_images(table: pa.Table, workdir: Path, staging: Path) -> None:
-    images_dir = workdir / IMAGES_DIR
-    wanted: dict[str, str] = {}
-    for row in table.select(["origin_id", "sha256", "status"]).to_pylist():
-        if row["status"] == "ok":
-            wanted[f"{row['origin_id']}.png"] = row["sha256"]
-    for name, sha in wanted.items():
-        staged = staging / f"{sha}.png"
-        if staged.exists():
-            os.replace(staged, images_dir / name)
-        elif not (images_dir / name).exists():
-            raise OripidError(f"staged origin {staged} vanished during ingest; rerun `oripid origins ingest`")
-    for stale in images_dir.glob("*.png"):
-        if stale.name not in wanted:
-            stale.unlink()  # from an earlier run over a different source
-    shutil.rmtree(staging, ignore_errors=True)
+    with (
+        pq.ParquetWriter(rows_path, schema) as writer,
+        tqdm(desc="ingest", unit="img", disable=not progress, smoothing=0.1) as bar,
+    ):
+        for rows in row_lists:
+            pending.extend(rows)
+            bar.update(len(rows))
+            if len(pending) >= _ROWS_PER_BATCH:
+                flush(writer)
+        if pending:
+            flush(writer)
+    return collector.keys()
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:

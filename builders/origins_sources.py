@@ -37,6 +37,16 @@ class SourceItem:
     error: str | None = None
 
 
+def source_stem(ref: str) -> str:
+    """The file name of a source reference without folders or extension.
+
+    `a/b/T000001.jpg` -> `T000001`; a table or shard reference `table.parquet#T000001.jpg` ->
+    `T000001`; Windows separators too, for partition files written elsewhere.
+    """
+    name = ref.replace("\\", "/").rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+    return name.split(".", 1)[0]
+
+
 def detect_kind(src: Path) -> str:
     """Guess the source kind from what is on disk; `kind=` overrides it."""
     if not src.exists():

@@ -13,8 +13,14 @@ Rule, in order:
 A split may overshoot its size by at most the size of its last group minus one; the summary
 reports the groups that were kept together and the check that nothing crosses splits.
 
+A released partition (OriPID's, or any earlier one) is reproduced instead with `assignment`:
+a CSV, JSONL or parquet file of (origin_id or file, split). Origins it does not name are
+"unused"; leakage across its splits is reported, and refused unless `assignment_leaks` is
+"report".
+
 Writes the `split` column of `origins/manifest.parquet` (duplicates inherit the split of the
-origin they collapsed onto; rejected rows stay null) and `splits.json`.
+origin they collapsed onto; rejected rows stay null) and `splits.json`. Works on arrays and
+streams the manifest, so a million origins take a few hundred MiB.
 """
 
 from __future__ import annotations
@@ -23,19 +29,26 @@ import hashlib
 import json
 import math
 import os
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from oripid.builders import layout
-from oripid.builders.ingest import parse_options, read_manifest, write_parquet_atomic
-from oripid.builders.origins_dedup import MAX_THRESHOLD, PhashIndex, connected_groups
+from oripid.builders.ingest import parse_options
+from oripid.builders.origins_dedup import MAX_THRESHOLD, connected_groups, near_pairs
+from oripid.builders.origins_sources import source_stem
+from oripid.builders.splits_assignment import read_assignment
 from oripid.errors import OripidError
 
 FILL_ORDER = ("test", "distractor", "train")
+SPLIT_NAMES = (*FILL_ORDER, "unused")
+_BATCH = 65_536
 Size = int | float | Literal["rest"]
 
 
@@ -54,11 +67,18 @@ class SplitsConfig(BaseModel):
     leak_threshold: int = Field(
         8, ge=0, le=MAX_THRESHOLD, description="phash distance treated as leakage across splits"
     )
+    assignment: str | None = Field(
+        None, description="CSV/JSONL/parquet of (origin_id or file, split) to reproduce instead of drawing"
+    )
+    assignment_leaks: Literal["error", "report"] = Field(
+        "error", description="near duplicates across an assignment's splits: refuse, or only report"
+    )
 
 
 class SplitsSummary(BaseModel):
     origins: int
-    requested: dict[str, int]
+    requested: dict[str, int]  # empty when an assignment file decided
+    assignment: str | None = None
     counts: dict[str, int]
     leakage: dict[str, Any]
     config: dict[str, Any]
@@ -107,66 +127,78 @@ def resolve_sizes(cfg: SplitsConfig, available: int) -> dict[str, int]:
     return {name: sizes[name] for name in FILL_ORDER}
 
 
+@dataclass
+class AcceptedOrigins:
+    """The manifest's accepted origins as arrays, in rank order (keyed hash of the id)."""
+
+    ids: pa.Array
+    sha256: np.ndarray  # S32
+    phash: np.ndarray  # uint64
+    sources: pa.Array
+
+
 def split_origins(workdir: str | os.PathLike, **options: Any) -> SplitsSummary:
     """Assign every accepted origin of `workdir` a split; see `SplitsConfig` for the options."""
     # 1. Check inputs.
     cfg: SplitsConfig = parse_options(SplitsConfig, options, "splits")
     workdir = Path(workdir)
-    table = read_manifest(workdir)
-    rows = table.to_pylist()
-    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: rank_key(r["origin_id"], cfg.key))
-    sizes = resolve_sizes(cfg, len(ok))
+    manifest = workdir / layout.ORIGINS_MANIFEST
+    if not manifest.is_file():
+        raise OripidError(f"{manifest} is missing: run `oripid origins ingest SRC --workdir {workdir}` first")
+    origins = _read_accepted(manifest, cfg.key)
 
     # 2. Leakage groups, labelled by their lowest-ranked member (positions are in rank order).
-    phashes = [int(r["phash"], 16) for r in ok]
-    labels = connected_groups(phashes, cfg.leak_threshold)
-    members: dict[int, list[int]] = {}
-    for position, label in enumerate(labels):
-        members.setdefault(label, []).append(position)
+    labels = connected_groups(origins.phash, cfg.leak_threshold)
+    group_labels, group_sizes = np.unique(labels, return_counts=True)
 
-    # 3. Fill test, distractor, train in rank order of the groups.
-    split_of: dict[str, str] = {}
-    counts = Counter()
-    targets = iter(FILL_ORDER)
-    current = next(targets, None)
-    for label in sorted(members):
-        while current is not None and counts[current] >= sizes[current]:
-            current = next(targets, None)
-        name = current or "unused"
-        for position in members[label]:
-            split_of[ok[position]["origin_id"]] = name
-        counts[name] += len(members[label])
+    # 3. Draw: fill test, distractor, train in rank order of the groups; or take the assignment.
+    if cfg.assignment is None:
+        sizes = resolve_sizes(cfg, len(origins.ids))
+        split = _fill(labels, group_labels, group_sizes, sizes)
+    else:
+        sizes = None
+        split = _assigned(origins, read_assignment(Path(cfg.assignment), SPLIT_NAMES))
 
     # 4. Verify, independently of the grouping, that nothing crosses splits.
-    crossing = _crossing_pairs(ok, split_of, cfg.leak_threshold)
-    if crossing:
+    crossing, crossing_examples = _crossing_pairs(origins, split, cfg.leak_threshold)
+    if crossing and (cfg.assignment is None or cfg.assignment_leaks == "error"):
+        examples = ", ".join(f"{a}~{b}" for a, b in crossing_examples[:5])
+        if cfg.assignment is None:
+            raise OripidError(
+                f"internal error: {crossing} near-duplicate pairs cross splits, e.g. {examples}"
+            )
         raise OripidError(
-            f"internal error: {len(crossing)} near-duplicate pairs cross splits, e.g. {crossing[:3]}"
+            f"{cfg.assignment}: {crossing} near-duplicate pairs (phash distance <= "
+            f"{cfg.leak_threshold}) lie in different splits, e.g. {examples}; fix the file, lower "
+            "leak_threshold, or set assignment_leaks: report to keep the partition as given"
         )
 
     # 5. Write the split column and the summary.
-    for row in rows:
-        if row["status"] == "ok":
-            row["split"] = split_of[row["origin_id"]]
-        elif row["status"] == "duplicate":
-            row["split"] = split_of.get(row["duplicate_of"])
-        else:
-            row["split"] = None
-    write_parquet_atomic(pa.Table.from_pylist(rows, schema=table.schema), workdir / layout.ORIGINS_MANIFEST)
-    groups = [m for m in members.values() if len(m) > 1]
+    _write_split_column(manifest, origins.ids, split)
+    counts = np.bincount(split, minlength=len(SPLIT_NAMES))
+    grouped = group_labels[group_sizes > 1]
+    members = np.isin(labels, grouped)
+    examples = _group_examples(origins.ids, labels, grouped[:100])
     summary = SplitsSummary(
-        origins=len(ok),
-        requested=sizes,
-        counts={name: counts.get(name, 0) for name in (*FILL_ORDER, "unused")},
+        origins=len(origins.ids),
+        requested=sizes or {},
+        assignment=cfg.assignment,
+        counts={name: int(counts[i]) for i, name in enumerate(SPLIT_NAMES)},
         leakage={
-            "rule": "near-duplicate groups (phash distance <= leak_threshold, transitive; exact copies "
-            "included) are placed whole in the split of their lowest-ranked member",
+            "rule": (
+                "near-duplicate groups (phash distance <= leak_threshold, transitive; exact copies "
+                "included) are placed whole in the split of their lowest-ranked member"
+                if cfg.assignment is None
+                else "the assignment file's splits are kept as given; near-duplicate pairs across "
+                "them are counted in cross_split_pairs"
+            ),
             "leak_threshold": cfg.leak_threshold,
-            "groups_kept_together": len(groups),
-            "origins_in_groups": sum(len(m) for m in groups),
-            "groups": [sorted(ok[p]["origin_id"] for p in m) for m in groups[:100]],
-            "cross_split_pairs": 0,
-            "shared_content_hashes": 0,
+            "groups_kept_together": int(len(grouped)),
+            "origins_in_groups": int(members.sum()),
+            "groups": examples,
+            "cross_split_pairs": crossing,
+            "cross_split_examples": [list(pair) for pair in crossing_examples],
+            "shared_content_hashes": _shared_hashes(origins, split),
         },
         config=cfg.model_dump(mode="json"),
     )
@@ -174,18 +206,107 @@ def split_origins(workdir: str | os.PathLike, **options: Any) -> SplitsSummary:
     return summary
 
 
-def _crossing_pairs(ok: list[dict], split_of: dict[str, str], threshold: int) -> list[tuple[str, str]]:
-    crossing = []
-    by_hash: dict[str, str] = {}
-    index = PhashIndex(threshold)
-    for position, row in enumerate(ok):
-        mine = split_of[row["origin_id"]]
-        other = by_hash.setdefault(row["sha256"], row["origin_id"])
-        if split_of[other] != mine:
-            crossing.append((other, row["origin_id"]))
-        value = int(row["phash"], 16)
-        for hit in index.query(value):
-            if split_of[ok[hit]["origin_id"]] != mine:
-                crossing.append((ok[hit]["origin_id"], row["origin_id"]))
-        index.add(position, value)
-    return crossing
+def _read_accepted(manifest: Path, key: str) -> AcceptedOrigins:
+    ids, sha, phash, sources, ranks = [], [], [], [], []
+    columns = ["status", "origin_id", "sha256", "phash", "source"]
+    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=_BATCH, columns=columns):
+        ok = batch.filter(pc.equal(batch.column("status"), "ok"))
+        ids.append(ok.column("origin_id"))
+        sources.append(ok.column("source"))
+        sha.append(np.array([bytes.fromhex(h) for h in ok.column("sha256").to_pylist()], "S32"))
+        phash.append(np.array([int(h, 16) for h in ok.column("phash").to_pylist()], np.uint64))
+        ranks.append(np.array([rank_key(i, key) for i in ok.column("origin_id").to_pylist()], "S16"))
+    order = np.argsort(np.concatenate(ranks), kind="stable") if ranks else np.zeros(0, np.int64)
+    take = pa.array(order)
+    return AcceptedOrigins(
+        ids=(pa.concat_arrays(ids) if ids else pa.array([], pa.string())).take(take),
+        sha256=np.concatenate(sha)[order] if sha else np.zeros(0, "S32"),
+        phash=np.concatenate(phash)[order] if phash else np.zeros(0, np.uint64),
+        sources=(pa.concat_arrays(sources) if sources else pa.array([], pa.string())).take(take),
+    )
+
+
+def _fill(
+    labels: np.ndarray, group_labels: np.ndarray, group_sizes: np.ndarray, sizes: dict[str, int]
+) -> np.ndarray:
+    """Split index (into SPLIT_NAMES) of each origin: groups in label order fill test,
+    distractor, train; a group goes whole to the split that is not yet full."""
+    group_split = np.empty(len(group_labels), np.int8)
+    target, taken = 0, 0
+    for g, size in enumerate(group_sizes.tolist()):
+        while target < len(FILL_ORDER) and taken >= sizes[FILL_ORDER[target]]:
+            target, taken = target + 1, 0
+        group_split[g] = target  # == len(FILL_ORDER): "unused"
+        taken += size
+    return group_split[np.searchsorted(group_labels, labels)]
+
+
+def _assigned(origins: AcceptedOrigins, assignment: dict[str, str]) -> np.ndarray:
+    """Split index of each origin from the assignment, matched by origin id, else by file stem."""
+    code = {name: i for i, name in enumerate(SPLIT_NAMES)}
+    unused = code["unused"]
+
+    def lookup(values: pa.Array, key_of) -> np.ndarray:
+        parts = [
+            np.array(
+                [code[assignment.get(key_of(v), "unused")] for v in values.slice(i, _BATCH).to_pylist()],
+                np.int8,
+            )
+            for i in range(0, len(values), _BATCH)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int8)
+
+    split = lookup(origins.ids, str)
+    if (split == unused).all():
+        split = lookup(origins.sources, source_stem)
+    if (split == unused).all() and len(split) and not any(v == "unused" for v in assignment.values()):
+        raise OripidError(
+            f"the assignment names none of the {len(split)} accepted origins, by origin_id "
+            f"(e.g. {origins.ids[0].as_py()!r}) or by file name (e.g. "
+            f"{source_stem(origins.sources[0].as_py())!r}): check its key column"
+        )
+    return split
+
+
+def _crossing_pairs(
+    origins: AcceptedOrigins, split: np.ndarray, threshold: int
+) -> tuple[int, list[tuple[str, str]]]:
+    """How many near-duplicate pairs lie in different splits, and up to 100 of them by id."""
+    left, right = near_pairs(origins.phash, threshold)
+    across = np.flatnonzero(split[left] != split[right])
+    examples = [(origins.ids[int(left[i])].as_py(), origins.ids[int(right[i])].as_py()) for i in across[:100]]
+    return len(across), examples
+
+
+def _shared_hashes(origins: AcceptedOrigins, split: np.ndarray) -> int:
+    """Content hashes found in more than one split (ingest keeps one origin per hash, so 0)."""
+    order = np.lexsort((split, origins.sha256))
+    sha, sp = origins.sha256[order], split[order]
+    same = sha[1:] == sha[:-1]
+    return int(np.unique(sha[1:][same & (sp[1:] != sp[:-1])]).size)
+
+
+def _group_examples(ids: pa.Array, labels: np.ndarray, grouped: np.ndarray) -> list[list[str]]:
+    positions = np.flatnonzero(np.isin(labels, grouped))
+    groups: dict[int, list[str]] = {}
+    for p in positions.tolist():
+        groups.setdefault(int(labels[p]), []).append(ids[p].as_py())
+    return [sorted(members) for _, members in sorted(groups.items())]
+
+
+def _write_split_column(manifest: Path, ids: pa.Array, split: np.ndarray) -> None:
+    """Rewrite the manifest with its split column, batch by batch (duplicates follow their origin)."""
+    names = pa.array([*SPLIT_NAMES, None], pa.string())
+    lookup = pa.array(np.append(split, len(SPLIT_NAMES)).astype(np.int64))
+    partial = manifest.with_name(manifest.name + ".partial")
+    source = pq.ParquetFile(manifest)
+    with pq.ParquetWriter(partial, source.schema_arrow) as writer:
+        for batch in source.iter_batches(batch_size=_BATCH):
+            status = batch.column("status")
+            # Rejected rows have no duplicate_of, so their key is null and their split stays null.
+            key = pc.if_else(pc.equal(status, "ok"), batch.column("origin_id"), batch.column("duplicate_of"))
+            position = pc.fill_null(pc.index_in(key, value_set=ids), len(ids))
+            column = names.take(lookup.take(position))
+            index = batch.schema.get_field_index("split")
+            writer.write_batch(batch.set_column(index, "split", column))
+    os.replace(partial, manifest)

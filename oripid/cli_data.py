@@ -51,6 +51,11 @@ def register(subparsers) -> None:
     gen.add_argument(
         "--tokenizer", action="append", default=[], metavar="TARGET=PATH", help="exact token counts"
     )
+    gen.add_argument(
+        "--no-cached-tokenizers",
+        action="store_true",
+        help="estimate token counts instead of using the models' tokenizers from the Hugging Face cache",
+    )
     gen.add_argument("--on-short", choices=("error", "keep"), default=None)
     gen.set_defaults(func=_prompts)
     prompts.set_defaults(func=lambda args: prompts.print_help() or 2)
@@ -66,6 +71,17 @@ def register(subparsers) -> None:
     splits.add_argument("--test-queries-per-model", type=int, default=None)
     splits.add_argument("--queries-per-test-origin", type=int, default=None)
     splits.add_argument("--leak-threshold", type=int, default=None)
+    splits.add_argument(
+        "--assignment",
+        default=None,
+        help="reproduce a released partition: CSV/JSONL/parquet of (origin_id or file, split)",
+    )
+    splits.add_argument(
+        "--assignment-leaks",
+        choices=("error", "report"),
+        default=None,
+        help="near duplicates across the assignment's splits: refuse (default) or only report",
+    )
     splits.set_defaults(func=_splits)
 
 
@@ -158,7 +174,11 @@ def _prompts(args: argparse.Namespace) -> int:
             api_key_env=args.api_key_env,
             concurrency=args.concurrency,
         ),
-        "checks": _given(length_policy=args.length_policy, tokenizers=tokenizers or None),
+        "checks": _given(
+            length_policy=args.length_policy,
+            tokenizers=tokenizers or None,
+            use_cached_tokenizers=False if args.no_cached_tokenizers else None,
+        ),
     }
     options.update({name: values for name, values in sections.items() if values})
     return _print(generate_prompts(args.workdir, **_with_config(args.workdir, "prompts", options)))
@@ -175,5 +195,7 @@ def _splits(args: argparse.Namespace) -> int:
         test_queries_per_model=args.test_queries_per_model,
         queries_per_test_origin=args.queries_per_test_origin,
         leak_threshold=args.leak_threshold,
+        assignment=args.assignment,
+        assignment_leaks=args.assignment_leaks,
     )
     return _print(split_origins(args.workdir, **_with_config(args.workdir, "splits", options)))

@@ -5,6 +5,7 @@ Entry: `generate_prompts(workdir, **options) -> PromptsSummary`; options are `Pr
 Writes `prompts/prompts.parquet` (one row per prompt: origin_id, prompt_idx, prompt, source,
 truncated, settings) with the source's and the checks' settings also in the file's schema
 metadata, and `prompts/report.json` (what each check dropped or flagged, origins left short,
+per target whether token counts were exact and from which tokenizer (`checks.counting_source`),
 source statistics such as tokens and cost). An origin with fewer than N valid prompts fails the
 run (`on_short="error"`, after the report is written) unless `on_short="keep"`.
 """
@@ -132,7 +133,7 @@ def generate_prompts(workdir: str | os.PathLike, **options: Any) -> PromptsSumma
     workdir = Path(workdir)
     origins = load_origins(workdir)
     source = build_source(cfg, workdir)
-    checker = PromptChecker(cfg.checks)
+    checker = PromptChecker(cfg.checks, workdir)
     settings = {"source": source.name, "per_origin": cfg.per_origin, "generator": source.settings()}
     settings["checks"] = checker.settings()
     settings_json = json.dumps(settings, sort_keys=True, default=str)

@@ -58,6 +58,12 @@ def offline(monkeypatch, tmp_path_factory, tiny_cache):
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("ORIPID_TINY_CACHE", str(tiny_cache))
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "error")
+    # huggingface_hub reads these once, at import, which may precede this fixture: a researcher's
+    # real cache must not leak into a test (cached tokenizers or revisions would change results).
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)

@@ -48,3 +48,13 @@ def test_ingest_prompts_and_splits_take_their_config_sections(tmp_path):
         if row["status"] == "ok"
     ]
     assert splits.count("train") == 4 and splits.count("test") == 3
+
+    # A released partition by file name, from the command line.
+    released = tmp_path / "released.csv"
+    sources = [r["source"] for r in manifest if r["status"] == "ok"]
+    released.write_text("file,split\n" + "".join(f"photos/{s},train\n" for s in sources[:2]))
+    _oripid("splits", "--workdir", str(workdir), "--assignment", str(released))
+    rows = pq.read_table(workdir / "origins" / "manifest.parquet").to_pylist()
+    assert sorted(r["split"] for r in rows if r["status"] == "ok") == ["train", "train"] + ["unused"] * (
+        len(sources) - 2
+    )

@@ -313,3 +313,40 @@ def test_stem_pattern_keeps_released_names(tmp_path):
     (src / "T000000.png").write_bytes(_png(photo("rocket", 96)))  # same stem, other picture
     with pytest.raises(OripidError, match="same id"):
         ingest_origins(src, tmp_path / "w", id_pattern="{stem}", **QUIET)
+
+
+def test_manifest_bytes_do_not_depend_on_the_worker_count(hostile, tmp_path):
+    root, _, work, _ = hostile
+    ingest_origins(root / "src", tmp_path / "w2", progress=False, workers=2, chunk_size=1)
+    manifest = "origins/manifest.parquet"
+    assert (tmp_path / "w2" / manifest).read_bytes() == (work / manifest).read_bytes()
+    assert not (tmp_path / "w2" / "origins" / ".ingest-rows.parquet").exists(), (
+        "the temporary table is removed"
+    )
+
+
+def test_deciding_holds_little_memory_per_image(tmp_path):
+    """What grows with the image count after decoding is numpy arrays, not Python rows.
+
+    tracemalloc sees numpy and Python allocations (not Arrow's pool, which holds one batch). The
+    slope between two sizes leaves out fixed costs; the old implementation kept about 2.5 KiB
+    of Python objects per image here, the arrays about 200 bytes.
+    """
+    import tracemalloc
+
+    from benchmarks.bench_ingest_memory import synthetic_rows
+    from oripid.builders.ingest import store_decoded_rows
+    from oripid.builders.origins_resolve import DUPLICATE, resolve
+
+    peaks = {}
+    for n in (20_000, 80_000):
+        rows = tmp_path / f"rows{n}.parquet"
+        tracemalloc.start()
+        try:
+            resolution = resolve(store_decoded_rows(synthetic_rows(n), rows), rows, "T{index:06d}", 4)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert (resolution.status == DUPLICATE).sum() > 0.03 * n, "the rows hold duplicates to resolve"
+    per_image = (peaks[80_000] - peaks[20_000]) / 60_000
+    assert per_image < 400, f"{per_image:.0f} bytes per image"

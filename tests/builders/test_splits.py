@@ -104,3 +104,87 @@ def test_no_leak_across_splits(tmp_path):
     assert by_source["dup.jpg"] == final["T000003"]["split"], "duplicates follow their origin"
     assert by_source["bad.jpg"] is None
     assert len(rows) == len(by_source)
+
+
+def write_assignment(path, rows: list[dict]) -> None:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".csv":
+        keys = list(rows[0])
+        path.write_text(
+            ",".join(keys) + "\n" + "".join(",".join(str(r[k]) for k in keys) + "\n" for r in rows)
+        )
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_released_partition_is_reproduced(tmp_path, suffix):
+    write_manifest(tmp_path)
+    # OriPID-style file names for some origins (by source stem), ids for others; chains kept together.
+    rows = [{"file": f"train/{i}.jpg", "split": "train"} for i in range(0, 100)]
+    rows += [{"file": f"test/{i}.jpg", "split": "test"} for i in range(100, 150)]
+    assignment = tmp_path / f"released{suffix}"
+    write_assignment(assignment, rows)
+    summary = split_origins(tmp_path, assignment=str(assignment))
+    assert summary.counts == {"test": 50, "distractor": 0, "train": 100, "unused": 50}
+    assert summary.requested == {} and summary.assignment == str(assignment)
+    by_source = splits_of(tmp_path)
+    assert (
+        by_source["7.jpg"] == "train" and by_source["120.jpg"] == "test" and by_source["170.jpg"] == "unused"
+    )
+    assert by_source["dup.jpg"] == "train", "duplicates follow their origin (T000003)"
+    assert by_source["bad.jpg"] is None
+    # The same partition keyed by origin_id gives the same column.
+    by_id = tmp_path / "by_id.jsonl"
+    write_assignment(by_id, [{"origin_id": f"T{i:06d}", "split": r["split"]} for i, r in enumerate(rows)])
+    split_origins(tmp_path, assignment=str(by_id))
+    assert splits_of(tmp_path) == by_source
+
+
+def test_assignment_leaks_are_refused_or_reported(tmp_path):
+    write_manifest(tmp_path)
+    # T000010 and T000011 are 6 bits apart: putting them in different splits leaks.
+    rows = [{"origin_id": f"T{i:06d}", "split": "test" if i == 11 else "train"} for i in range(200)]
+    assignment = tmp_path / "leaky.csv"
+    write_assignment(assignment, rows)
+    with pytest.raises(
+        OripidError, match=r"leaky.csv: 2 near-duplicate pairs .*T000010~T000011.*assignment_leaks"
+    ):
+        split_origins(tmp_path, assignment=str(assignment))
+    summary = split_origins(tmp_path, assignment=str(assignment), assignment_leaks="report")
+    assert summary.leakage["cross_split_pairs"] == 2
+    assert ["T000010", "T000011"] in summary.leakage["cross_split_examples"]
+    assert splits_of(tmp_path)["11.jpg"] == "test", "the partition is kept as given"
+    # Below the chain's distance nothing leaks.
+    assert (
+        split_origins(tmp_path, assignment=str(assignment), leak_threshold=5).leakage["cross_split_pairs"]
+        == 0
+    )
+
+
+def test_bad_assignments_name_the_file_and_the_fix(tmp_path):
+    write_manifest(tmp_path)
+    cases = {
+        "names.csv": (
+            "origin_id,split\nT000001,validation\n",
+            r"names.csv: entry 1 \('T000001'\) has split 'validation'; use one of test, distractor, train, unused",
+        ),
+        "twice.csv": (
+            "origin_id,split\nT000001,train\nT000001,test\n",
+            r"'T000001' is assigned to both 'train' and 'test'",
+        ),
+        "nokey.csv": ("picture,split\nT000001,train\n", r"nokey.csv: no key column; name one of origin_id"),
+        "nosplit.csv": ("origin_id,part\nT000001,train\n", r"no 'split' column"),
+        "other.csv": ("origin_id,split\nX9,train\n", r"names none of the 200 accepted origins"),
+        "broken.jsonl": ('{"origin_id": "T000001", "split": "train"}\n{oops\n', r"broken.jsonl:2: not JSON"),
+        "table.xlsx": ("", r"a .csv, .tsv, .jsonl or .parquet file"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(OripidError, match=message):
+            split_origins(tmp_path, assignment=str(tmp_path / name))
+    with pytest.raises(OripidError, match="missing.csv does not exist"):
+        split_origins(tmp_path, assignment=str(tmp_path / "missing.csv"))
