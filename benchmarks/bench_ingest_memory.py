@@ -206,13 +206,8 @@ def main() -> None:
                 results.append(result)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    per_row = {r["stage"]: [] for r in results}
-    for r in results:
-        per_row[r["stage"]].append(r["bytes_per_row"])
-    for stage, values in per_row.items():
-        print(
-            f"{stage}: bytes/row {values}; largest/smallest size ratio {values[-1] / max(values[0], 1):.2f}"
-        )
+    for (stage, rows), step in marginal_bytes_per_row(results).items():
+        print(f"{stage}: {step} bytes per added row up to {rows:,} rows")
     if args.write_docs:
         write_docs(results, args.machine)
 

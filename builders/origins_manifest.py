@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from oripid.builders import layout
 from oripid.builders.origins_resolve import DUPLICATE, EXACT, NEAR, OK, STATUS_NAMES, Resolution
+from oripid.builders.parquet_io import iter_batches
 from oripid.errors import OripidError
 
 IMAGES_DIR = layout.ORIGIN_IMAGES_DIR  # origins/images/<origin_id>.png
@@ -61,7 +62,7 @@ def write_manifest(rows_path: Path, resolution: Resolution, workdir: Path, stagi
     counts = ManifestCounts()
     offset = 0
     with pq.ParquetWriter(partial, MANIFEST_SCHEMA) as writer:
-        for batch in pq.ParquetFile(rows_path).iter_batches(batch_size=_BATCH):
+        for batch in iter_batches(rows_path, batch_size=_BATCH):
             rows = slice(offset, offset + batch.num_rows)
             resolved = _resolved_batch(batch, resolution, rows)
             _place_images(resolved, images_dir, staging)

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from oripid.builders.origins_dedup import leader_clusters
 from oripid.builders.origins_sources import source_stem
+from oripid.builders.parquet_io import iter_batches
 from oripid.errors import OripidError
 
 OK, DUPLICATE, REJECTED = 0, 1, 2
@@ -191,7 +191,7 @@ def _read_column_at(rows_path: Path, column: str, rows: np.ndarray) -> pa.Array:
         return pa.array([], pa.string())
     picked = []
     offset = 0
-    for batch in pq.ParquetFile(rows_path).iter_batches(batch_size=_READ_BATCH, columns=[column]):
+    for batch in iter_batches(rows_path, columns=[column], batch_size=_READ_BATCH):
         lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
         if hi > lo:
             picked.append(batch.column(0).take(pa.array(rows[lo:hi] - offset)))

@@ -127,11 +127,12 @@ def iter_table(path: Path, *, column: str | None = None) -> Iterator[SourceItem]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table_file = pq.ParquetFile(path)
-    names = table_file.schema_arrow.names
+    from oripid.builders.parquet_io import iter_batches
+
+    schema = pq.read_schema(path)
+    names = schema.names
     bytes_col = _pick_column(names, column, BYTES_COLUMNS, str(path))
     path_col = _pick_column(names, None, PATH_COLUMNS, str(path))
-    schema = table_file.schema_arrow
     if bytes_col is not None and pa.types.is_string(schema.field(bytes_col).type):
         bytes_col, path_col = None, bytes_col  # a text column holds paths, whatever its name
     if bytes_col is None and path_col is None:
@@ -141,7 +142,8 @@ def iter_table(path: Path, *, column: str | None = None) -> Iterator[SourceItem]
         )
     row = 0
     # Batches keep memory flat however large the table is.
-    for batch in table_file.iter_batches(batch_size=256, columns=[c for c in (bytes_col, path_col) if c]):
+    columns = [c for c in (bytes_col, path_col) if c]
+    for batch in iter_batches(path, columns=columns, batch_size=256):
         cells = batch.to_pydict()
         for i in range(batch.num_rows):
             value = cells[bytes_col][i] if bytes_col else None

@@ -43,6 +43,7 @@ from oripid.builders import layout
 from oripid.builders.ingest import parse_options
 from oripid.builders.origins_dedup import MAX_THRESHOLD, connected_groups, near_pairs
 from oripid.builders.origins_sources import source_stem
+from oripid.builders.parquet_io import iter_batches
 from oripid.builders.splits_assignment import read_assignment
 from oripid.errors import OripidError
 
@@ -209,7 +210,7 @@ def split_origins(workdir: str | os.PathLike, **options: Any) -> SplitsSummary:
 def _read_accepted(manifest: Path, key: str) -> AcceptedOrigins:
     ids, sha, phash, sources, ranks = [], [], [], [], []
     columns = ["status", "origin_id", "sha256", "phash", "source"]
-    for batch in pq.ParquetFile(manifest).iter_batches(batch_size=_BATCH, columns=columns):
+    for batch in iter_batches(manifest, columns=columns, batch_size=_BATCH):
         ok = batch.filter(pc.equal(batch.column("status"), "ok"))
         ids.append(ok.column("origin_id"))
         sources.append(ok.column("source"))
@@ -299,9 +300,8 @@ def _write_split_column(manifest: Path, ids: pa.Array, split: np.ndarray) -> Non
     names = pa.array([*SPLIT_NAMES, None], pa.string())
     lookup = pa.array(np.append(split, len(SPLIT_NAMES)).astype(np.int64))
     partial = manifest.with_name(manifest.name + ".partial")
-    source = pq.ParquetFile(manifest)
-    with pq.ParquetWriter(partial, source.schema_arrow) as writer:
-        for batch in source.iter_batches(batch_size=_BATCH):
+    with pq.ParquetWriter(partial, pq.read_schema(manifest)) as writer:
+        for batch in iter_batches(manifest, batch_size=_BATCH):
             status = batch.column("status")
             # Rejected rows have no duplicate_of, so their key is null and their split stays null.
             key = pc.if_else(pc.equal(status, "ok"), batch.column("origin_id"), batch.column("duplicate_of"))

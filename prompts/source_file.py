@@ -38,9 +38,9 @@ def _records(path: Path) -> Iterator[dict]:
         with open(path, newline="", encoding="utf-8") as handle:
             yield from csv.DictReader(handle)
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from oripid.builders.parquet_io import iter_batches
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for batch in iter_batches(path, batch_size=4096):
             yield from batch.to_pylist()
     else:
         raise OripidError(f"prompts file {path}: use .jsonl, .csv or .parquet (got '{suffix}')")
