@@ -166,7 +166,8 @@ name: oripid
 seed: 0                      # dataset seed: every image's seed is hash(seed, model, origin_id, prompt_idx)
 
 # Origin ingest (`oripid origins ingest`), prompts (`oripid prompts generate`) and the origin
-# splits (`oripid splits`). Sizes: an int counts origins, a float is a fraction, "rest" the remainder.
+# splits (`oripid splits`). Sizes: an int counts origins, a float is a fraction, "rest" the remainder;
+# `assignment: partition.csv` (origin_id or file, split) reproduces a released partition instead.
 origins: {id_pattern: "T{index:06d}", min_side: 64, near_duplicate_threshold: 4}
 prompts: {source: template, per_origin: 20}
 splits: {train: 100000, test: null, distractor: 0, test_queries_per_model: 5000}
