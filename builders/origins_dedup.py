@@ -166,7 +166,12 @@ def connected_groups(phashes: np.ndarray, threshold: int) -> np.ndarray:
     Used for leakage: anything linked by a chain of near duplicates must stay in one split.
     The label is the smallest position in the component.
     """
-    parent = np.arange(len(phashes), dtype=np.int64)
+    return components(len(phashes), *near_pairs(phashes, threshold))
+
+
+def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Connected-component labels (smallest member) of n positions linked by the given pairs."""
+    parent = np.arange(n, dtype=np.int64)
 
     def find(x: int) -> int:
         root = x
@@ -176,7 +181,6 @@ def connected_groups(phashes: np.ndarray, threshold: int) -> np.ndarray:
             parent[x], x = root, int(parent[x])
         return root
 
-    left, right = near_pairs(phashes, threshold)
     for a, b in zip(left.tolist(), right.tolist(), strict=True):
         ra, rb = find(a), find(b)
         if ra != rb:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from oripid.builders import layout
 from oripid.builders.ingest import parse_options
-from oripid.builders.origins_dedup import MAX_THRESHOLD, connected_groups, near_pairs
+from oripid.builders.origins_dedup import MAX_THRESHOLD, components, near_pairs
 from oripid.builders.origins_sources import source_stem
 from oripid.builders.parquet_io import iter_batches
 from oripid.builders.splits_assignment import read_assignment
@@ -149,7 +149,8 @@ def split_origins(workdir: str | os.PathLike, **options: Any) -> SplitsSummary:
     origins = _read_accepted(manifest, cfg.key)
 
     # 2. Leakage groups, labelled by their lowest-ranked member (positions are in rank order).
-    labels = connected_groups(origins.phash, cfg.leak_threshold)
+    pairs = near_pairs(origins.phash, cfg.leak_threshold)
+    labels = components(len(origins.ids), *pairs)
     group_labels, group_sizes = np.unique(labels, return_counts=True)
 
     # 3. Draw: fill test, distractor, train in rank order of the groups; or take the assignment.
@@ -160,8 +161,8 @@ def split_origins(workdir: str | os.PathLike, **options: Any) -> SplitsSummary:
         sizes = None
         split = _assigned(origins, read_assignment(Path(cfg.assignment), SPLIT_NAMES))
 
-    # 4. Verify, independently of the grouping, that nothing crosses splits.
-    crossing, crossing_examples = _crossing_pairs(origins, split, cfg.leak_threshold)
+    # 4. Verify, independently of the grouping, that no near-duplicate pair crosses splits.
+    crossing, crossing_examples = _crossing_pairs(origins, split, pairs)
     if crossing and (cfg.assignment is None or cfg.assignment_leaks == "error"):
         examples = ", ".join(f"{a}~{b}" for a, b in crossing_examples[:5])
         if cfg.assignment is None:
@@ -270,10 +271,10 @@ def _assigned(origins: AcceptedOrigins, assignment: dict[str, str]) -> np.ndarra
 
 
 def _crossing_pairs(
-    origins: AcceptedOrigins, split: np.ndarray, threshold: int
+    origins: AcceptedOrigins, split: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]
 ) -> tuple[int, list[tuple[str, str]]]:
     """How many near-duplicate pairs lie in different splits, and up to 100 of them by id."""
-    left, right = near_pairs(origins.phash, threshold)
+    left, right = pairs
     across = np.flatnonzero(split[left] != split[right])
     examples = [(origins.ids[int(left[i])].as_py(), origins.ids[int(right[i])].as_py()) for i in across[:100]]
     return len(across), examples
