@@ -25,33 +25,16 @@ from PIL import Image
 
 
 def build_pipeline(device: str, dtype: torch.dtype):
-    from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
-
     from oripid.models_registry.architecture import build_architecture
     from oripid.models_registry.registry import load_registry
-    from oripid.models_registry.tiny import tiny_clip_tokenizer
+    from oripid.models_registry.tiny import sd2_img2img
 
     entry = load_registry().get("sd2")
     parts = build_architecture(entry, device=device, dtype=dtype)
     for module in parts.values():  # random weights: keep activations bounded so fp16 stays finite
         for parameter in module.parameters():
             parameter.data.normal_(0, 0.02)
-    pipeline = StableDiffusionImg2ImgPipeline(
-        vae=parts["vae"],
-        text_encoder=parts["text_encoder"],
-        tokenizer=tiny_clip_tokenizer(),
-        unet=parts["unet"],
-        scheduler=DDIMScheduler(
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            clip_sample=False,
-            steps_offset=1,
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipeline = sd2_img2img(parts["vae"], parts["text_encoder"], parts["unet"])
     pipeline.set_progress_bar_config(disable=True)
     return pipeline, entry
 

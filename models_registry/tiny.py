@@ -126,15 +126,17 @@ def _unet(cross_attention_dim: int, in_channels: int = 4, **extra):
     )
 
 
-def build_sd2():
+def sd2_img2img(vae, text_encoder, unet):
+    """An SD2 img2img pipeline around the given modules: SD2's DDIM scheduler settings, the
+    byte-level tiny tokenizer, no safety checker. The tiny family and the full-size GPU
+    benchmark (random weights) both assemble their pipelines here."""
     from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
-    from transformers import CLIPTextModel
 
     return StableDiffusionImg2ImgPipeline(
-        vae=tiny_vae(),
-        text_encoder=CLIPTextModel(tiny_clip_text_config()),
+        vae=vae,
+        text_encoder=text_encoder,
         tokenizer=tiny_clip_tokenizer(),
-        unet=_unet(cross_attention_dim=32),
+        unet=unet,
         scheduler=DDIMScheduler(
             beta_schedule="scaled_linear",
             beta_start=0.00085,
@@ -146,6 +148,12 @@ def build_sd2():
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def build_sd2():
+    from transformers import CLIPTextModel
+
+    return sd2_img2img(tiny_vae(), CLIPTextModel(tiny_clip_text_config()), _unet(cross_attention_dim=32))
 
 
 def build_sdxl():
