@@ -18,7 +18,8 @@ such as `O{hash:.12}` when ids must survive additions, or `{stem}` to keep the f
 set that is already named (OriPID's `T000000.jpg`); `{stem}` ids depend on the source's names.
 
 Memory: decoded rows stream to a temporary table on disk; deduplication and numbering run on
-compact arrays (about 60 bytes per image), so a million images stay within a few hundred MiB.
+numpy arrays, so memory after decoding grows by about 0.25 KiB per image (a million rows peaked
+near 0.5 GiB: benchmarks/bench_ingest_memory.py, docs/benchmarks.md).
 
 Stages, one module each: `origins_sources` (read) -> `origins_decode` (process, in worker
 processes) -> `origins_resolve` + `origins_dedup` (decide) -> `origins_manifest` (write).

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from oripid.builders import layout
 from oripid.builders.ingest import parse_options
-from oripid.builders.origins_dedup import MAX_THRESHOLD, components, near_pairs
+from oripid.builders.origins_dedup import MAX_THRESHOLD, components, near_pairs, phash_array
 from oripid.builders.origins_sources import source_stem
 from oripid.builders.parquet_io import iter_batches
 from oripid.builders.splits_assignment import read_assignment
@@ -216,7 +216,7 @@ def _read_accepted(manifest: Path, key: str) -> AcceptedOrigins:
         ids.append(ok.column("origin_id"))
         sources.append(ok.column("source"))
         sha.append(np.array([bytes.fromhex(h) for h in ok.column("sha256").to_pylist()], "S32"))
-        phash.append(np.array([int(h, 16) for h in ok.column("phash").to_pylist()], np.uint64))
+        phash.append(phash_array(ok.column("phash").to_pylist()))
         ranks.append(np.array([rank_key(i, key) for i in ok.column("origin_id").to_pylist()], "S16"))
     order = np.argsort(np.concatenate(ranks), kind="stable") if ranks else np.zeros(0, np.int64)
     take = pa.array(order)
